@@ -1,0 +1,161 @@
+"""Metrics over certification TSVs, LaTeX (booktabs) tables and radius–accuracy curves.
+
+Definitions (``000`` Sec. 4 "Evaluation", following Cohen et al. and MACER ``001`` Sec. 4):
+ACR = mean over all evaluated images of radius·1[correct] (abstentions and errors count as 0);
+certified accuracy at r = fraction of evaluated images classified correctly with radius ≥ r.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .certify import COLUMNS
+from .io import atomic_path
+
+
+def read_certificates(path: str | os.PathLike) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t")
+    if tuple(df.columns) != COLUMNS:
+        raise ValueError(f"{path}: expected columns {COLUMNS}, got {tuple(df.columns)}")
+    return df
+
+
+def average_certified_radius(df: pd.DataFrame) -> float:
+    return float(np.mean(df["radius"].to_numpy() * (df["correct"].to_numpy() == 1)))
+
+
+def certified_accuracy(df: pd.DataFrame, radius: float) -> float:
+    return float(np.mean((df["correct"].to_numpy() == 1) & (df["radius"].to_numpy() >= radius)))
+
+
+def summarize(df: pd.DataFrame, radii: Iterable[float]) -> dict[str, float]:
+    """ACR, clean accuracy of the smoothed classifier and certified accuracy at each radius."""
+    out = {"images": float(len(df)), "acr": average_certified_radius(df), "accuracy": certified_accuracy(df, 0.0)}
+    for r in radii:
+        out[f"r={r:g}"] = certified_accuracy(df, r)
+    return out
+
+
+def latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(a, b)
+    return text.replace("×", r"$\times$").replace("σ", r"$\sigma$")
+
+
+def latex_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    caption: str,
+    align: str | None = None,
+    bold: Iterable[tuple[int, int]] = (),
+) -> str:
+    """A standalone-compilable booktabs table (``standalone`` class; ``\\input``-able from a
+    paper that loads the ``standalone`` package). Cells are escaped; ``bold`` lists
+    (row, column) positions to set in bold."""
+    bold = set(bold)
+    align = align or "l" * len(header)
+    lines = [
+        r"\documentclass[varwidth=\maxdimen]{standalone}",
+        r"\usepackage{booktabs}",
+        r"\begin{document}",
+        r"% " + latex_escape(caption),
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    for i, row in enumerate(rows):
+        cells = [latex_escape(str(c)) for c in row]
+        cells = [rf"\textbf{{{c}}}" if (i, j) in bold else c for j, c in enumerate(cells)]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{document}", ""]
+    return "\n".join(lines)
+
+
+def best_in_columns(values: Sequence[Sequence[float]], columns: Iterable[int]) -> set[tuple[int, int]]:
+    """Positions of the maximum of each listed column (all ties)."""
+    marks = set()
+    for j in columns:
+        col = [row[j] for row in values]
+        best = max(col)
+        marks |= {(i, j) for i, v in enumerate(col) if v == best}
+    return marks
+
+
+def plot_certified_accuracy(curves: dict[str, dict[str, pd.DataFrame]], path: str | os.PathLike, max_radius: float) -> None:
+    """One panel per group (e.g. dataset and σ), one line per model: certified accuracy vs radius."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    radii = np.linspace(0.0, max_radius, 200)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (title, models) in zip(axes[0], curves.items()):
+        for name, df in models.items():
+            ax.plot(radii, [certified_accuracy(df, r) for r in radii], label=name)
+        ax.set(title=title, xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1), xlim=(0, max_radius))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "pdf")
+    plt.close(fig)
+
+
+def summary_rows(models: Sequence[dict], frames: Sequence[pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:
+    """One row per model: dataset, method, σ, seed, images, accuracy, ACR, certified accuracy at radii."""
+    records = []
+    for m, df in zip(models, frames):
+        records.append({"dataset": m["dataset"], "method": m["method"], "sigma": float(m["sigma"]),
+                        "seed": int(m["seed"]), **summarize(df, radii)})
+    return pd.DataFrame.from_records(records)
+
+
+def write_summary(
+    *,
+    models: Sequence[dict],
+    certificates: Sequence[str | os.PathLike],
+    radii: Sequence[float],
+    max_radius: float,
+    table: str | os.PathLike,
+    csv: str | os.PathLike,
+    figure: str | os.PathLike,
+) -> pd.DataFrame:
+    """Certified-accuracy/ACR table (LaTeX, CSV) and curves for ``models`` from their TSVs."""
+    frames = [read_certificates(p) for p in certificates]
+    summary = summary_rows(models, frames, radii)
+    with atomic_path(csv) as tmp:
+        summary.to_csv(tmp, index=False)
+    radius_cols = [f"r={r:g}" for r in radii]
+    header = ["Dataset", "Method", "σ", "Seed", "ACR", *[f"{r:g}" for r in radii]]
+    values = summary[["acr", *radius_cols]].to_numpy().tolist()
+    rows = [
+        [r["dataset"], r["method"], f"{r['sigma']:.2f}", str(r["seed"]), f"{r['acr']:.3f}",
+         *[f"{100 * r[c]:.1f}" for c in radius_cols]]
+        for r in summary.to_dict("records")
+    ]
+    # best ACR and best certified accuracy per radius, within each (dataset, σ) group
+    bold: set[tuple[int, int]] = set()
+    for _, group in summary.groupby(["dataset", "sigma"]):
+        idx = list(group.index)
+        marks = best_in_columns([values[i] for i in idx], range(len(values[0])))
+        bold |= {(idx[i], j + 4) for i, j in marks}
+    caption = (
+        "Certified accuracy (%) of the smoothed classifier at each L2 radius and ACR; "
+        "best per dataset and sigma in bold."
+    )
+    text = latex_table(header, rows, caption=caption, align="lllr" + "r" * (1 + len(radii)), bold=bold)
+    with atomic_path(table) as tmp:
+        Path(tmp).write_text(text)
+    curves: dict[str, dict[str, pd.DataFrame]] = {}
+    for m, df in zip(models, frames):
+        curves.setdefault(f"{m['dataset']}, σ={m['sigma']}", {})[f"{m['method']} seed {m['seed']}"] = df
+    plot_certified_accuracy(curves, figure, max_radius)
+    return summary

@@ -1,0 +1,100 @@
+"""Model files that say what they are.
+
+A model file records the architecture, dataset, input normalisation, noise level σ, training
+method, seed and hyper-parameters beside the weights, so that a mismatched use (certifying a
+σ = 0.50 model at σ = 0.25, a CIFAR model on SVHN) is refused with a one-line error instead
+of silently producing wrong certificates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+from .io import atomic_path
+from .models import build_model
+
+FORMAT = "rslib-model/1"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model and check that it is used as trained."""
+
+    arch: str
+    dataset: str
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sigma: float
+    method: str
+    seed: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> torch.nn.Sequential:
+        return build_model(self.arch, self.num_classes, self.in_channels, self.mean, self.std)
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s weights with ``spec`` and ``extra`` (e.g. provenance, timings), atomically."""
+    blob = {
+        "format": FORMAT,
+        "spec": asdict(spec),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a torch file with ``weights_only=True``; a missing or corrupt file → CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"corrupt checkpoint {path}: {reason}; delete it and rerun the job that writes it") from None
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    sigma: float | None = None,
+    method: str | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
+    """Rebuild a saved model; refuse it if it was trained for another dataset, σ or method.
+
+    Returns ``(model in eval mode on device, spec, extra)``.
+    """
+    blob = read_checkpoint(path)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an rslib model file (expected format {FORMAT!r})")
+    raw = dict(blob["spec"])
+    raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+    spec = ModelSpec(**raw)
+    if dataset is not None and spec.dataset != dataset:
+        raise CheckpointError(f"model {path} was trained on {spec.dataset!r}, not {dataset!r}")
+    if sigma is not None and not math.isclose(spec.sigma, sigma, rel_tol=0, abs_tol=1e-9):
+        raise CheckpointError(f"model {path} was trained at sigma={spec.sigma:g} but is used at sigma={sigma:g}")
+    if method is not None and spec.method != method:
+        raise CheckpointError(f"model {path} was trained with {spec.method!r}, not {method!r}")
+    model = spec.build()
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {path} do not fit architecture {spec.arch!r}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), spec, blob.get("extra", {})

@@ -1,0 +1,17 @@
+"""Errors that name a user-fixable problem in one line.
+
+Workflow scripts print only the message of an :class:`RslibError` (no traceback), so each
+message must say what is wrong, where, and what to do.
+"""
+
+
+class RslibError(RuntimeError):
+    """Base class for errors caused by bad input rather than by a bug."""
+
+
+class CheckpointError(RslibError):
+    """A model or training-state file is missing, corrupt, or does not match its use."""
+
+
+class ConfigError(RslibError):
+    """A configuration value is invalid or inconsistent."""

@@ -1,0 +1,54 @@
+# CERTIFY (Cohen et al.) of each model on the fixed evaluation subset, sharded over contiguous
+# ranges of that subset (one GPU job per shard), then merged exactly into one TSV per model.
+
+
+rule certify:
+    input:
+        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        data=f"{DATA}/{{dataset}}/meta.json",
+    output:
+        tsv=f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.tsv",
+        provenance=f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.json",
+    params:
+        settings=config["certify"],
+        eval=lambda wc: {k: config["datasets"][wc.dataset][k] for k in ("eval_every", "eval_max_images")},
+        num_shards=lambda wc: len(shard_ids(wc.dataset)),
+        noise_seed=config["noise_seed"],
+        device=config["device"],
+        version=STAGE_VERSIONS["certify"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/certify/{MODEL_DIR}/shard{{shard}}.log",
+    threads: config["resources"]["certify"]["threads"]
+    resources:
+        gpu=config["resources"]["certify"]["gpu"],
+        mem_mb=config["resources"]["certify"]["mem_mb"],
+        runtime=job_runtime("certify"),
+    script:
+        "../workflow_scripts/certify.py"
+
+
+rule merge_certificates:
+    input:
+        shards=lambda wc: expand(
+            f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.tsv", shard=shard_ids(wc.dataset), **wc
+        ),
+        shard_provenance=lambda wc: expand(
+            f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.json", shard=shard_ids(wc.dataset), **wc
+        ),
+        data=f"{DATA}/{{dataset}}/meta.json",
+        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+    output:
+        tsv=f"{RESULTS}/certify/{MODEL_DIR}/certify.tsv",
+        provenance=f"{RESULTS}/certify/{MODEL_DIR}/certify.json",
+    params:
+        eval=lambda wc: {k: config["datasets"][wc.dataset][k] for k in ("eval_every", "eval_max_images")},
+        settings=config["certify"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/merge_certificates/{MODEL_DIR}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/merge_certificates.py"

@@ -1,0 +1,23 @@
+# Tables and figures from the certification TSVs only: cheap, local, and rebuilt on a cosmetic
+# change without retraining or recertifying anything.
+
+
+rule summary:
+    input:
+        certificates=[certificate_path(**m) for m in MODELS],
+    output:
+        table=f"{RESULTS}/certified_accuracy.tex",
+        csv=f"{RESULTS}/certified_accuracy.csv",
+        figure=f"{RESULTS}/certified_accuracy.pdf",
+    params:
+        models=MODELS,
+        radii=config["report"]["radii"],
+        max_radius=config["report"]["figure_max_radius"],
+        version=STAGE_VERSIONS["report"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/summary.log",
+    localrule: True
+    script:
+        "../workflow_scripts/summary.py"

@@ -1,0 +1,41 @@
+"""Rule certify: CERTIFY one shard (a contiguous range) of the evaluation subset."""
+
+import sys
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+
+from rslib import provenance
+from rslib.certify import run_certification, shard_ranges
+from rslib.io import write_json
+from rslib.workflow import evaluation_subset, run_logged
+
+wc, params = snakemake.wildcards, snakemake.params
+settings = dict(params.settings)
+
+
+def main():
+    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+    start, stop = shard_ranges(params.eval["eval_max_images"], params.num_shards)[int(wc.shard)]
+    run_certification(
+        model_path=snakemake.input.model,
+        data_meta=snakemake.input.data,
+        dataset=wc.dataset,
+        sigma=float(wc.sigma),
+        indices=subset[start:stop],
+        out_tsv=snakemake.output.tsv,
+        n0=settings["n0"],
+        n=settings["n"],
+        alpha=settings["alpha"],
+        batch_size=settings["batch_size"],
+        noise_seed=params.noise_seed,
+        device=params.device,
+        autocast_bf16=settings["autocast_bf16"],
+        threads=snakemake.threads,
+    )
+    from rslib.training import resolve_device
+
+    write_json(snakemake.output.provenance, provenance.collect(resolve_device(params.device), settings))
+
+
+run_logged(snakemake.log[0], main)

@@ -1,0 +1,37 @@
+"""Rule merge_certificates: concatenate a model's shards (exactly the evaluation subset) and
+
+import sys
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+join the provenance of the model and of every shard."""
+
+import json
+
+from rslib import provenance
+from rslib.analysis import read_certificates
+from rslib.certify import merge_shards
+from rslib.checkpoint import read_checkpoint
+from rslib.io import write_json
+from rslib.workflow import evaluation_subset, run_logged
+
+params = snakemake.params
+
+
+def main():
+    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+    merge_shards(snakemake.input.shards, snakemake.output.tsv, subset)
+    extra = read_checkpoint(snakemake.input.model).get("extra", {})
+    write_json(
+        snakemake.output.provenance,
+        {
+            "certify": dict(params.settings),
+            "certify_config_hash": provenance.config_hash(dict(params.settings)),
+            "certify_seconds": float(read_certificates(snakemake.output.tsv)["time"].sum()),
+            "model": {"train_seconds": extra.get("train_seconds"), "provenance": extra.get("provenance")},
+            "shards": [json.loads(open(p).read()) for p in snakemake.input.shard_provenance],
+        },
+    )
+
+
+run_logged(snakemake.log[0], main)

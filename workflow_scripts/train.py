@@ -1,0 +1,28 @@
+"""Rule train: one model for (dataset, method, σ, seed); resumes from params.checkpoint_dir."""
+
+import sys
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+
+from rslib.training import run_training
+from rslib.workflow import run_logged
+
+wc, params = snakemake.wildcards, snakemake.params
+
+run_logged(
+    snakemake.log[0],
+    lambda: run_training(
+        data_meta=snakemake.input.data,
+        out_model=snakemake.output.model,
+        checkpoint_dir=params.checkpoint_dir,
+        dataset=wc.dataset,
+        arch=params.arch,
+        method=wc.method,
+        sigma=float(wc.sigma),
+        seed=int(wc.seed),
+        hparams=dict(params.hparams),
+        device=params.device,
+        threads=snakemake.threads,
+    ),
+)
