@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-rom .errors import RslibError
+from .errors import RslibError
 
 __all__ = [
     "DATASETS",
