@@ -229,7 +229,7 @@ def train_loop(
                 state.step += 1
                 if state.step % report_every == 0 and state.step < steps:
                     log(f"epoch {epoch + 1}/{optim.epochs} step {state.step}/{steps} loss {float(loss):.4f}")
-                if stop_requested():
+                if stop_requested() and state.step < steps:  # on the last step, finish the epoch first
                     state.seconds += time.perf_counter() - started
                     _save_state(state_path, run_key, model, optimizer, state)
                     log(f"saved state at epoch {epoch}, step {state.step}; exiting for a retry to resume")
