@@ -1,0 +1,239 @@
+"""Tests for rslib.analysis: ACR, certified accuracy, LaTeX tables and the summary outputs."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from rslib.analysis import (
+    average_certified_radius,
+    best_in_columns,
+    certified_accuracy,
+    latex_escape,
+    latex_table,
+    read_certificates,
+    summarize,
+    write_summary,
+)
+from rslib.certify import COLUMNS, HEADER
+
+# A hand-written certification TSV (Cohen et al.'s layout). Six images:
+#   0: correct, r = 0.5          3: WRONG prediction with r = 2.0 (must not count)
+#   1: correct, r = 1.25         4: correct, r = 0.75
+#   2: abstain (-1), r = 0       5: correct, r = 0.25
+HAND_TSV = (
+    "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+    "0\t3\t3\t0.5\t1\t0.2\n"
+    "1\t1\t1\t1.25\t1\t0.3\n"
+    "2\t2\t-1\t0.0\t0\t0.1\n"
+    "3\t4\t7\t2.0\t0\t0.2\n"
+    "4\t0\t0\t0.75\t1\t0.1\n"
+    "5\t9\t9\t0.25\t1\t0.1\n"
+)
+HAND_ACR = (0.5 + 1.25 + 0.75 + 0.25) / 6
+HAND_CERTIFIED = {0.0: 4 / 6, 0.25: 4 / 6, 0.5: 3 / 6, 0.75: 2 / 6, 1.0: 1 / 6, 1.25: 1 / 6, 1.5: 0.0, 2.0: 0.0}
+
+
+@pytest.fixture
+def hand_df(tmp_path):
+    path = tmp_path / "cert.tsv"
+    path.write_text(HAND_TSV)
+    return read_certificates(path)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def test_columns_match_the_certify_header():
+    assert HEADER == "\t".join(COLUMNS) + "\n" == HAND_TSV.splitlines(keepends=True)[0]
+
+
+def test_average_certified_radius_by_hand(hand_df):
+    assert average_certified_radius(hand_df) == pytest.approx(HAND_ACR, rel=1e-12)
+    # counting the wrong prediction's radius would give a larger value
+    assert average_certified_radius(hand_df) < (2.75 + 2.0) / 6
+
+
+@pytest.mark.parametrize("radius, expected", sorted(HAND_CERTIFIED.items()))
+def test_certified_accuracy_by_hand(hand_df, radius, expected):
+    assert certified_accuracy(hand_df, radius) == pytest.approx(expected, rel=1e-12)
+
+
+def test_certified_accuracy_is_inclusive_at_the_radius(hand_df):
+    # radius exactly equal to r counts (>=), just above does not
+    assert certified_accuracy(hand_df, 1.25) == pytest.approx(1 / 6)
+    assert certified_accuracy(hand_df, math.nextafter(1.25, 2.0)) == 0.0
+
+
+def test_summarize_by_hand(hand_df):
+    out = summarize(hand_df, [0.25, 0.5, 1.0, 1.5])
+    assert set(out) == {"images", "acr", "accuracy", "r=0.25", "r=0.5", "r=1", "r=1.5"}
+    assert out["images"] == 6
+    assert out["acr"] == pytest.approx(HAND_ACR)
+    assert out["accuracy"] == pytest.approx(4 / 6)  # abstention and wrong prediction are errors
+    for r in (0.25, 0.5, 1.0, 1.5):
+        assert out[f"r={r:g}"] == pytest.approx(HAND_CERTIFIED[r])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "idx\tlabel\tpredict\tradius\tcorrect\n",  # no time column
+        "idx\tlabel\tpredict\tcorrect\tradius\ttime\n",  # swapped columns
+        "idx\tlabel\tpredict\tradius\tcorrect\ttime\textra\n",  # an extra column
+        "idx,label,predict,radius,correct,time\n",  # not tab-separated
+    ],
+    ids=["missing", "order", "extra", "csv"],
+)
+def test_read_certificates_rejects_wrong_columns(tmp_path, header):
+    n = header.count("\t") + 1 if "\t" in header else 6
+    sep = "\t" if "\t" in header else ","
+    path = tmp_path / "bad.tsv"
+    path.write_text(header + sep.join(["1"] * n) + "\n")
+    with pytest.raises(ValueError, match="expected columns"):
+        read_certificates(path)
+
+
+# --- LaTeX --------------------------------------------------------------------------------------
+
+
+def test_latex_escape():
+    assert latex_escape("a_b") == r"a\_b"
+    assert latex_escape("50%") == r"50\%"
+    assert latex_escape("x & y") == r"x \& y"
+    assert latex_escape("#1") == r"\#1"
+    assert latex_escape(r"C:\tmp") == r"C:\textbackslash{}tmp"
+    assert latex_escape("σ=0.25") == r"$\sigma$=0.25"
+    assert latex_escape("3×") == r"3$\times$"
+
+
+def test_latex_table_structure_escaping_and_bold():
+    header = ["Method", "σ", "Acc_%"]
+    rows = [["adv_macer & co", "0.25", "50%"], ["gaussian", "0.50", "7"]]
+    text = latex_table(header, rows, caption="best_in & 5%", bold={(0, 2), (1, 0)})
+    lines = text.splitlines()
+    assert lines[0].startswith(r"\documentclass") and r"\usepackage{booktabs}" in lines
+    assert r"\begin{tabular}{lll}" in lines  # default alignment: one l per column
+    i_top, i_mid, i_bot = lines.index(r"\toprule"), lines.index(r"\midrule"), lines.index(r"\bottomrule")
+    assert i_top < i_mid < i_bot
+    assert lines[i_top + 1] == r"Method & $\sigma$ & Acc\_\% \\"
+    body = lines[i_mid + 1 : i_bot]
+    assert body == [
+        r"adv\_macer \& co & 0.25 & \textbf{50\%} \\",
+        r"\textbf{gaussian} & 0.50 & 7 \\",
+    ]
+    assert r"% best\_in \& 5\%" in lines  # caption as an escaped comment
+    # no unescaped special characters anywhere in the table body
+    for line in [lines[i_top + 1], *body]:
+        assert not re.search(r"(?<!\\)[_%]", line)
+        assert len(re.findall(r"(?<!\\)&", line)) == 2  # only the column separators
+    assert text.count(r"\textbf") == 2
+    assert lines[-1] == r"\end{document}"
+
+
+def test_latex_table_custom_alignment():
+    text = latex_table(["a", "b"], [["1", "2"]], caption="c", align="lr")
+    assert r"\begin{tabular}{lr}" in text.splitlines()
+
+
+def test_best_in_columns_marks_all_ties():
+    values = [[1.0, 2.0, 0.1], [3.0, 2.0, 0.3], [3.0, 1.0, 0.2]]
+    assert best_in_columns(values, [0, 1]) == {(1, 0), (2, 0), (0, 1), (1, 1)}
+    assert best_in_columns(values, [2]) == {(1, 2)}
+    assert best_in_columns(values, []) == set()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_table_compiles(tmp_path):
+    text = latex_table(["Method", "σ", "Acc_%"], [["a_b & c", "0.25", "50%"]], caption="x_y", bold={(0, 0)})
+    (tmp_path / "t.tex").write_text(text)
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "t.pdf").read_bytes().startswith(b"%PDF")
+
+
+# --- write_summary --------------------------------------------------------------------------------
+
+
+def _tsv(rows: list[tuple[int, int, float]]) -> str:
+    """rows of (label, predict, radius) -> TSV text"""
+    lines = [HEADER]
+    for i, (label, predict, radius) in enumerate(rows):
+        lines.append(f"{i}\t{label}\t{predict}\t{radius!r}\t{int(label == predict)}\t0.1\n")
+    return "".join(lines)
+
+
+def _expected(rows: list[tuple[int, int, float]], radii) -> dict[str, float]:
+    """Metrics recomputed by plain loops from the rows."""
+    n = len(rows)
+    good = [r for label, predict, r in rows if label == predict]
+    out = {"images": n, "acr": sum(good) / n, "accuracy": len(good) / n}
+    for radius in radii:
+        out[f"r={radius:g}"] = sum(r >= radius for r in good) / n
+    return out
+
+
+def test_write_summary(tmp_path):
+    data = {
+        "a": [(0, 0, 0.9), (1, 1, 0.3), (2, -1, 0.0), (3, 5, 1.7), (4, 4, 1.2)],  # cifar10 gaussian
+        "b": [(0, 0, 1.1), (1, 1, 0.6), (2, 2, 0.2), (3, -1, 0.0), (4, 1, 0.4)],  # cifar10 macer
+        "c": [(0, 0, 0.1), (1, 0, 0.8), (2, 2, 0.55), (3, 3, 0.05)],  # svhn, alone in its group
+    }
+    models = [
+        {"dataset": "cifar10", "method": "gaussian", "sigma": 0.25, "seed": 0},
+        {"dataset": "cifar10", "method": "adv_macer", "sigma": 0.25, "seed": 0},
+        {"dataset": "svhn", "method": "gaussian", "sigma": 0.5, "seed": 1},
+    ]
+    paths = []
+    for name, rows in data.items():
+        p = tmp_path / "certify" / f"{name}.tsv"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(_tsv(rows))
+        paths.append(p)
+    radii = [0.0, 0.5, 1.0]
+    out = tmp_path / "out"
+    summary = write_summary(
+        models=models, certificates=paths, radii=radii, max_radius=2.0,
+        table=out / "table.tex", csv=out / "summary.csv", figure=out / "curves.pdf",
+    )
+    assert sorted(os.listdir(out)) == ["curves.pdf", "summary.csv", "table.tex"]  # no temporaries
+    assert (out / "curves.pdf").read_bytes().startswith(b"%PDF")
+
+    csv = pd.read_csv(out / "summary.csv")
+    assert list(csv.columns) == ["dataset", "method", "sigma", "seed", "images", "acr", "accuracy", "r=0", "r=0.5", "r=1"]
+    assert len(csv) == 3
+    for i, (rows, meta) in enumerate(zip(data.values(), models)):
+        assert csv.loc[i, "dataset"] == meta["dataset"] and csv.loc[i, "method"] == meta["method"]
+        assert csv.loc[i, "sigma"] == meta["sigma"] and csv.loc[i, "seed"] == meta["seed"]
+        for key, value in _expected(rows, radii).items():
+            assert csv.loc[i, key] == pytest.approx(value, rel=1e-12, abs=1e-15), (i, key)
+            assert summary.loc[i, key] == pytest.approx(value, rel=1e-12, abs=1e-15), (i, key)
+
+    tex = (out / "table.tex").read_text().splitlines()
+    body = tex[tex.index(r"\midrule") + 1 : tex.index(r"\bottomrule")]
+    cells = [line.removesuffix(r" \\").split(" & ") for line in body]
+    assert [c[:4] for c in cells] == [
+        ["cifar10", "gaussian", "0.25", "0"],
+        ["cifar10", r"adv\_macer", "0.25", "0"],
+        ["svhn", "gaussian", "0.50", "1"],
+    ]
+    ea, eb, ec = (_expected(rows, radii) for rows in data.values())
+    # hand check of the cifar10 group: a: ACR 2.4/5, certified 60/20/20 %; b: ACR 1.9/5, 60/20/20 % → all ties but ACR
+    assert cells[0][4:] == [r"\textbf{0.480}", r"\textbf{60.0}", r"\textbf{40.0}", r"\textbf{20.0}"]
+    assert (ea["acr"], eb["acr"]) == (pytest.approx(0.48), pytest.approx(0.38))
+    assert cells[1][4:] == ["0.380", r"\textbf{60.0}", "20.0", r"\textbf{20.0}"]
+    # svhn is alone in its (dataset, sigma) group: all its numbers are the best
+    assert cells[2][4:] == [rf"\textbf{{{ec['acr']:.3f}}}", *[rf"\textbf{{{100 * ec[f'r={r:g}']:.1f}}}" for r in radii]]
+    # metadata cells are never bold
+    assert not any(r"\textbf" in c for row in cells for c in row[:4])
+    header = tex[tex.index(r"\toprule") + 1]
+    assert header == r"Dataset & Method & $\sigma$ & Seed & ACR & 0 & 0.5 & 1 \\"
