@@ -41,10 +41,16 @@ def summarize(df: pd.DataFrame, radii: Iterable[float]) -> dict[str, float]:
     return out
 
 
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
+    "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
+    "×": r"$\times$", "σ": r"$\sigma$",
+}
+
+
 def latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
-        text = text.replace(a, b)
-    return text.replace("×", r"$\times$").replace("σ", r"$\sigma$")
+    """Escape LaTeX's special characters; × and σ become math symbols."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def latex_table(

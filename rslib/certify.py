@@ -27,6 +27,8 @@ HEADER = "\t".join(COLUMNS) + "\n"
 def shard_ranges(num_images: int, num_shards: int) -> list[tuple[int, int]]:
     """Split positions ``0 .. num_images-1`` of the evaluation subset into contiguous shards of
     near-equal size. Empty shards are dropped, so there are ``min(num_shards, num_images)``."""
+    if num_images <= 0:
+        return []
     num_shards = max(1, min(num_shards, num_images))
     bounds = [round(k * num_images / num_shards) for k in range(num_shards + 1)]
     return [(bounds[k], bounds[k + 1]) for k in range(num_shards)]
@@ -103,7 +105,12 @@ def merge_shards(shards: Sequence[str | os.PathLike], out_tsv: str | os.PathLike
         with open(shard) as f:
             if f.readline() != HEADER:
                 raise ValueError(f"{shard} is not a certification TSV (bad header)")
-            rows.extend(line for line in f if line.strip())
+            for number, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                if len(line.rstrip("\n").split("\t")) != len(COLUMNS):
+                    raise ValueError(f"{shard}:{number}: expected {len(COLUMNS)} tab-separated fields")
+                rows.append(line if line.endswith("\n") else line + "\n")
     got = [int(line.split("\t", 1)[0]) for line in rows]
     if got != [int(i) for i in expected]:
         raise ValueError(

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,14 @@ class ModelSpec:
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec, extra: dict[str, Any] | None = None) -> None:
-    """Write ``model``'s weights with ``spec`` and ``extra`` (e.g. provenance, timings), atomically."""
+    """Write ``model``'s weights with ``spec`` and ``extra`` (e.g. provenance, timings), atomically.
+
+    ``extra`` must be JSON-like (dicts, lists, str, numbers): the weights-only loader reads
+    nothing else, so anything richer is refused here rather than at load time."""
+    try:
+        json.dumps(extra or {}, allow_nan=True)
+    except TypeError as exc:
+        raise TypeError(f"save_model: extra must hold only JSON types ({exc})") from None
     blob = {
         "format": FORMAT,
         "spec": asdict(spec),
@@ -63,7 +69,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # torch's loaders raise many types on damaged files (KeyError, IndexError, …)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"corrupt checkpoint {path}: {reason}; delete it and rerun the job that writes it") from None
 

@@ -189,8 +189,6 @@ def test_corrupt_file_is_reported(tmp_path, mangle):
     assert "\n" not in str(info.value)  # one-line error
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, IndexError),
-                   reason="read_checkpoint lets KeyError/IndexError from torch's weights-only unpickler escape")
 @pytest.mark.parametrize("text", ["hello world\n", "a"])
 def test_text_file_is_reported_as_corrupt(tmp_path, text):
     path = tmp_path / "m.pt"
@@ -255,3 +253,11 @@ def test_model_spec_builds_its_architecture():
     assert isinstance(model[1], CifarResNet)
     assert model[1].fc.out_features == 5
     assert model[0].mean.flatten().tolist() == [0.5] * 3
+
+
+def test_save_model_refuses_extra_that_cannot_be_loaded_back(tmp_path):
+    model = build_model("small_cnn", 10, 1, (0.5,), (0.25,))
+    spec = ModelSpec("small_cnn", "digits", 10, 1, (0.5,), (0.25,), 0.25, "gaussian", 0)
+    with pytest.raises(TypeError, match="JSON"):
+        save_model(tmp_path / "m.pt", model, spec, extra={"where": Path("/x")})
+    assert list(tmp_path.iterdir()) == []
