@@ -78,16 +78,6 @@ def test_unknown_method_target_is_refused(tmp_path):
     assert "No rule to produce results/models/digits/nosuchmethod" in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The complete workflow on the tiny configuration, run once for the tests below."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    config = write_config(workdir)
-    result = snakemake(workdir, "--cores", "2", "all", config=config)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir, config, result
-
-
 def test_tiny_run_produces_table_and_figure_from_its_certificates(tiny_run):
     workdir, _, result = tiny_run
     counts = job_counts(result)
