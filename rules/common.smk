@@ -37,11 +37,13 @@ def _models_from_config():
                 raise WorkflowError(
                     f"methods.{method}.{dataset}.sigmas: {unknown} not in datasets.{dataset}.sigmas"
                 )
-            for key in settings.get("by_sigma", {}):
-                if sigma_key(key) not in sigmas:
-                    raise WorkflowError(f"methods.{method}.{dataset}.by_sigma: sigma {key} is not trained")
+            seeds_by_sigma = {sigma_key(k): v for k, v in settings.get("seeds_by_sigma", {}).items()}
+            for section in ("by_sigma", "seeds_by_sigma"):
+                for key in settings.get(section, {}):
+                    if sigma_key(key) not in sigmas:
+                        raise WorkflowError(f"methods.{method}.{dataset}.{section}: sigma {key} is not trained")
             for sigma in sigmas:
-                for seed in settings["seeds"]:
+                for seed in seeds_by_sigma.get(sigma, settings["seeds"]):
                     models.append(dict(dataset=dataset, method=method, sigma=sigma, seed=seed))
     return models
 

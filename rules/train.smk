@@ -8,10 +8,13 @@ rule train:
         data=f"{DATA}/{{dataset}}/meta.json",
     output:
         model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        curve=f"{RESULTS}/models/{MODEL_DIR}/training_curve.csv",
     params:
         checkpoint_dir=f"{RESULTS}/checkpoints/{MODEL_DIR}",
         arch=lambda wc: config["datasets"][wc.dataset]["arch"],
         hparams=train_hparams,
+        curve=dict(config["training_curves"], noise_seed=config["noise_seed"]),
+        eval=lambda wc: {k: config["datasets"][wc.dataset][k] for k in ("eval_every", "eval_max_images")},
         device=config["device"],
         version=STAGE_VERSIONS["train"],
     conda:

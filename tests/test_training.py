@@ -177,3 +177,23 @@ def test_augment_crop_is_a_shifted_window_and_flip_mirrors():
     for i in range(2):
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
     assert torch.equal(augment_batch(x), x)
+
+
+def test_training_curve_is_recorded_every_k_epochs_and_at_the_end(digits_meta, tmp_path):
+    import csv
+
+    from rslib.training.curves import CURVE_COLUMNS
+
+    torch.set_num_threads(1)
+    curve = {"every": 2, "images": 4, "n0": 100, "n": 200, "alpha": 0.001, "batch_size": 200}
+    extra = run_training(
+        data_meta=digits_meta, out_model=tmp_path / "m.pt", checkpoint_dir=tmp_path / "c", dataset="digits",
+        arch="small_cnn", method="gaussian", sigma=0.25, seed=0, hparams=dict(HPARAMS, epochs=3), device="cpu",
+        curve=curve, out_curve=tmp_path / "curve.csv", eval_indices=list(range(0, 500, 5)),
+    )
+    with open(tmp_path / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CURVE_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [2, 3]
+    assert [h.get("acr") is not None for h in extra["history"]] == [False, True, True]
+    assert float(rows[1]["train_seconds"]) == pytest.approx(extra["train_seconds"])

@@ -141,3 +141,15 @@ def test_model_certified_at_another_sigma_is_refused(tiny_run, tmp_path):
             out_tsv=tmp_path / "x.tsv", n0=100, n=100, alpha=0.001, batch_size=100, noise_seed=0, device="cpu",
         )
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_tiny_run_records_a_training_curve(tiny_run):
+    workdir, _, _ = tiny_run
+    curve = pd.read_csv(workdir / "results/models/digits/gaussian/sigma0.25/seed0/training_curve.csv")
+    assert list(curve["epoch"]) == [1, 2]  # every epoch (every: 1) of 2
+    assert curve["train_seconds"].is_monotonic_increasing and (curve["train_seconds"] > 0).all()
+    assert (curve["images"] == 5).all()
+    assert ((curve["accuracy"] >= 0) & (curve["accuracy"] <= 1)).all()
+    from rslib.smoothing import max_certifiable_radius
+
+    assert ((curve["acr"] >= 0) & (curve["acr"] <= curve["accuracy"] * max_certifiable_radius(200, 0.001, 0.25))).all()

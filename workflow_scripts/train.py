@@ -6,7 +6,7 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
 from rslib.training import run_training
-from rslib.workflow import run_logged
+from rslib.workflow import evaluation_subset, run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 
@@ -24,5 +24,8 @@ run_logged(
         hparams=dict(params.hparams),
         device=params.device,
         threads=snakemake.threads,
+        curve=dict(params.curve),
+        out_curve=snakemake.output.curve,
+        eval_indices=evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"]),
     ),
 )

@@ -44,10 +44,15 @@ def run_training(
     device: str = "auto",
     threads: int | None = None,
     workers: int = 4,
+    curve: dict[str, Any] | None = None,
+    out_curve: str | os.PathLike | None = None,
+    eval_indices: list[int] | None = None,
 ) -> dict[str, Any]:
     """Train one model and save it (with spec, history, timing and provenance) to ``out_model``.
 
     Resumable: rerunning after an interruption continues from ``checkpoint_dir``.
+    With ``curve`` (see :class:`rslib.training.curves.CurveConfig`), an ACR estimate on the
+    first images of ``eval_indices`` is recorded periodically and written to ``out_curve``.
     Returns the ``extra`` record saved with the model.
     """
     from .. import provenance
@@ -55,6 +60,7 @@ def run_training(
     from ..data import dataset_info, load_split
     from ..noise import mix_seed
     from ..versions import STAGE_VERSIONS
+    from .curves import CurveConfig, curve_hook, write_curve
     from .loop import InMemoryBatches, LoaderBatches, OptimConfig, train_loop
 
     if threads:
@@ -68,7 +74,10 @@ def run_training(
         mean=tuple(info.mean), std=tuple(info.std), sigma=float(sigma), method=method, seed=int(seed),
         hparams=dict(hparams),
     )
-    run_key = provenance.config_hash({"spec": spec.__dict__, "train_version": STAGE_VERSIONS["train"]})
+    curve_config = CurveConfig.from_dict(curve)
+    run_key = provenance.config_hash(
+        {"spec": spec.__dict__, "curve": curve, "train_version": STAGE_VERSIONS["train"]}
+    )
     torch.manual_seed(mix_seed(seed, 103))
     model = spec.build().to(dev)
     train_set = load_split(data_meta, "train")
@@ -81,15 +90,25 @@ def run_training(
         f"training {method} {arch} on {dataset} at sigma={sigma:g}, seed {seed}: {optim.epochs} epochs x "
         f"{batches.steps_per_epoch} steps of {optim.batch_size} on {dev}"
     )
+    hook = None
+    if curve_config is not None:
+        if eval_indices is None:
+            raise ValueError("training curves need the evaluation subset (eval_indices)")
+        hook = curve_hook(
+            curve_config, load_split(data_meta, "test"), eval_indices, sigma=float(sigma),
+            num_classes=info.num_classes, device=dev, total_epochs=optim.epochs, log=log,
+        )
     state = train_loop(
         model, method_cls(sigma, hparams), batches, optim, seed=int(seed), checkpoint_dir=checkpoint_dir,
-        run_key=run_key, augment=hparams.get("augment"), log=log,
+        run_key=run_key, augment=hparams.get("augment"), log=log, on_epoch_end=hook,
     )
     extra = {
         "train_seconds": state.seconds,
         "history": state.history,
         "provenance": provenance.collect(dev, {"spec": spec.__dict__}),
     }
+    if out_curve is not None:
+        write_curve(state.history, out_curve)
     save_model(out_model, model, spec, extra)
     log(f"saved {out_model} after {state.seconds:.1f}s of training")
     return extra
