@@ -19,6 +19,8 @@ rule train:
         version=STAGE_VERSIONS["train"],
     conda:
         CONDA_ENV
+    message:
+        "train {wildcards.method} on {wildcards.dataset}, sigma={wildcards.sigma}, seed {wildcards.seed}: {params.hparams}"
     log:
         f"{RESULTS}/logs/train/{MODEL_DIR}.log",
     benchmark:

@@ -38,14 +38,14 @@ def digits_meta(tmp_path_factory) -> Path:
     return prepare_dataset("digits", tmp_path_factory.mktemp("data") / "digits")
 
 
-def train(meta: Path, root: Path, hparams=HPARAMS, seed: int = 0) -> dict[str, torch.Tensor]:
+def train(meta: Path, root: Path, hparams=HPARAMS, seed: int = 0, method: str = "gaussian") -> dict[str, torch.Tensor]:
     torch.set_num_threads(1)
     run_training(
         data_meta=meta, out_model=root / "model.pt", checkpoint_dir=root / "ckpt", dataset="digits",
-        arch="small_cnn", method="gaussian", sigma=0.25, seed=seed, hparams=hparams, device="cpu", threads=1,
+        arch="small_cnn", method=method, sigma=0.25, seed=seed, hparams=hparams, device="cpu", threads=1,
     )
     model, spec, extra = load_model(root / "model.pt", dataset="digits", sigma=0.25)
-    assert spec.method == "gaussian" and len(extra["history"]) == hparams["epochs"]
+    assert spec.method == method and len(extra["history"]) == hparams["epochs"]
     return model.state_dict()
 
 
@@ -67,26 +67,26 @@ def test_training_is_deterministic_and_seed_dependent(digits_meta, reference, tm
     assert not torch.equal(reference["1.fc.weight"], other["1.fc.weight"])
 
 
-class TerminateAtStep(Gaussian):
-    """Gaussian loss that sends SIGTERM to this process at one global step (deterministic
-    stand-in for a SLURM preemption in the middle of an epoch)."""
+def terminating(method_cls, at: int):
+    """``method_cls`` whose loss sends SIGTERM to this process at global step ``at``
+    (a deterministic stand-in for a SLURM preemption in the middle of an epoch)."""
+    calls = {"n": 0}
 
-    calls = 0
-    at = 0
+    class TerminateAtStep(method_cls):
+        def loss(self, model, x, y, epoch):
+            calls["n"] += 1
+            if calls["n"] == at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().loss(model, x, y, epoch)
 
-    def loss(self, model, x, y, epoch):
-        type(self).calls += 1
-        if type(self).calls == type(self).at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return super().loss(model, x, y, epoch)
+    return TerminateAtStep
 
 
 @pytest.mark.parametrize("stop_at", [5, 11])  # 11 steps per epoch: mid-epoch 1, and the last step of epoch 1
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted(digits_meta, reference, tmp_path, monkeypatch, stop_at):
     from rslib import training
 
-    TerminateAtStep.calls, TerminateAtStep.at = 0, stop_at
-    monkeypatch.setitem(training.METHODS, "gaussian", TerminateAtStep)
+    monkeypatch.setitem(training.METHODS, "gaussian", terminating(Gaussian, stop_at))
     with pytest.raises(SystemExit) as stopped:
         train(digits_meta, tmp_path)
     assert stopped.value.code == 128 + signal.SIGTERM
@@ -197,3 +197,36 @@ def test_training_curve_is_recorded_every_k_epochs_and_at_the_end(digits_meta, t
     assert [int(r["epoch"]) for r in rows] == [2, 3]
     assert [h.get("acr") is not None for h in extra["history"]] == [False, True, True]
     assert float(rows[1]["train_seconds"]) == pytest.approx(extra["train_seconds"])
+
+
+#: Small settings of every method (few copies / attack steps) for the resume test.
+METHOD_HPARAMS = {
+    "gaussian": {},
+    "smoothadv": {"attack_steps": 1, "num_noise_vec": 2, "epsilon": 0.5, "warmup_epochs": 2},
+    "advmacer": {"attack_steps": 1, "num_noise_vec": 2, "epsilon": 0.5, "warmup_epochs": 2,
+                 "gamma": 8.0, "beta": 16.0, "lbd": 2.0},
+    "macer": {"num_noise_vec": 2, "gamma": 8.0, "beta": 16.0, "lbd": 2.0},
+    "consistency": {"num_noise_vec": 2, "lbd": 10.0, "eta": 0.5},
+    "smoothmix": {"num_noise_vec": 2, "num_steps": 2, "eta": 5.0, "alpha": 0.5, "warmup": 1},
+}
+
+
+def test_every_registered_method_is_covered():
+    from rslib.training import METHODS
+
+    assert set(METHOD_HPARAMS) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_HPARAMS))
+def test_every_method_resumes_after_sigterm_to_identical_weights(digits_meta, tmp_path, monkeypatch, method):
+    from rslib import training
+
+    hparams = dict(HPARAMS, epochs=2, lr_milestones=[1], **METHOD_HPARAMS[method])
+    reference_weights = train(digits_meta, tmp_path / "reference", hparams=hparams, method=method)
+    original = training.METHODS[method]
+    monkeypatch.setitem(training.METHODS, method, terminating(original, 7))  # mid-epoch 0 (11 steps per epoch)
+    with pytest.raises(SystemExit):
+        train(digits_meta, tmp_path / "resumed", hparams=hparams, method=method)
+    assert not (tmp_path / "resumed/model.pt").exists()
+    monkeypatch.setitem(training.METHODS, method, original)
+    assert_same_weights(reference_weights, train(digits_meta, tmp_path / "resumed", hparams=hparams, method=method))

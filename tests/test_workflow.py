@@ -3,7 +3,9 @@ complete tiny run on digits whose table is checked against the certificates it c
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -16,34 +18,85 @@ from workflow_helpers import REPO, job_counts, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 
-def expected_jobs(config: dict) -> dict[str, int]:
-    models = 0
-    shards = 0
-    for per_dataset in config["methods"].values():
+def configured_models(config: dict) -> list[tuple[str, str, str, int]]:
+    """(method, dataset, σ, seed) of every model, computed independently of rules/common.smk."""
+    models = []
+    for method, per_dataset in config["methods"].items():
         for dataset, settings in per_dataset.items():
-            n_sigmas = len(settings.get("sigmas", config["datasets"][dataset]["sigmas"]))
-            n = n_sigmas * len(settings["seeds"])
-            models += n
-            shards += n * min(config["certify"]["shards"], config["datasets"][dataset]["eval_max_images"])
-    return {"prepare_data": len(config["datasets"]), "train": models, "certify": shards,
-            "merge_certificates": models, "summary": 1, "all": 1}
+            by_sigma_seeds = {f"{float(k):.2f}": v for k, v in settings.get("seeds_by_sigma", {}).items()}
+            for sigma in settings.get("sigmas", config["datasets"][dataset]["sigmas"]):
+                key = f"{float(sigma):.2f}"
+                models += [(method, dataset, key, seed) for seed in by_sigma_seeds.get(key, settings["seeds"])]
+    return models
 
 
-def test_paper_config_dry_run_lists_the_grid(tmp_path):
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    result = snakemake(tmp_path, "-n", "all", config=REPO / "config.yaml")
+def expected_jobs(config: dict) -> dict[str, int]:
+    models = configured_models(config)
+    shards = sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for _, d, _, _ in models)
+    return {"prepare_data": len(config["datasets"]), "train": len(models), "certify": shards,
+            "merge_certificates": len(models), "summary": 1, "all": 1}
+
+
+TRAIN_MESSAGE = re.compile(r"train (\w+) on (\w+), sigma=([\d.]+), seed (\d+): (\{.*\})$", re.M)
+
+
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory):
+    result = snakemake(tmp_path_factory.mktemp("paper"), "-n", "all", config=REPO / "config.yaml")
     assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result)
+    return result
+
+
+def test_paper_config_dry_run_lists_the_grid(paper_dry_run):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    counts = job_counts(paper_dry_run)
     assert counts == expected_jobs(config)
-    assert counts["train"] == 8  # Gaussian: CIFAR-10 ×3 σ, SVHN ×2 σ, ImageNet ×3 σ
-    assert "results/models/cifar10/gaussian/sigma1.00/seed0/model.pt" in result.stdout
-    assert "results/certify/imagenet/gaussian/sigma0.50/seed0/shards/9.tsv" in result.stdout
+    trained = {(m, d, s, int(k)) for m, d, s, k, _ in TRAIN_MESSAGE.findall(paper_dry_run.stdout)}
+    assert trained == set(configured_models(config))
+    methods = {m for m, _, _, _ in trained}
+    assert methods == {"smoothadv", "macer", "advmacer", "consistency", "smoothmix"}
+    # ensembles of Table 1 / Tables 5-8 / Figure 3 need these seeds
+    assert {k for m, d, s, k in trained if (m, d, s) == ("advmacer", "cifar10", "0.25")} == {0, 1, 2}
+    assert {k for m, d, s, k in trained if (m, d, s) == ("smoothadv", "cifar10", "1.00")} == {0, 1, 2}
+    assert {k for m, d, s, k in trained if (m, d, s) == ("macer", "svhn", "0.50")} == {0, 1}
+    assert len({k for m, d, s, k in trained if (m, d, s) == ("advmacer", "cifar10", "0.50")}) == 5
+    assert "results/certify/imagenet/advmacer/sigma0.50/seed0/shards/9.tsv" in paper_dry_run.stdout
+
+
+def test_paper_hyper_parameters_reach_each_train_job(paper_dry_run):
+    jobs = {(m, d, s, int(k)): ast.literal_eval(h) for m, d, s, k, h in TRAIN_MESSAGE.findall(paper_dry_run.stdout)}
+    # 000 Table 2: (T, m, ε) per σ, shared by SmoothAdv and AdvMacer; λ=12, γ=8, β=16 for AdvMacer
+    for method in ("smoothadv", "advmacer"):
+        for sigma, (steps, m, eps) in {"0.25": (2, 8, 1.0), "0.50": (2, 8, 2.0), "1.00": (2, 4, 2.0)}.items():
+            h = jobs[(method, "cifar10", sigma, 0)]
+            assert (h["attack_steps"], h["num_noise_vec"], h["epsilon"], h["epochs"]) == (steps, m, eps, 150)
+            # batch 256 split into m mini-batches (Salman et al.'s code): 256/m images per SGD step
+            assert (h["lr"], h["batch_size"] * m, h["lr_milestones"], h["warmup_epochs"]) == (0.1, 256, [50, 100], 10)
+    assert {k: jobs[("advmacer", "cifar10", "1.00", 0)][k] for k in ("lbd", "gamma", "beta")} == \
+        {"lbd": 12.0, "gamma": 8.0, "beta": 16.0}
+    # 001 Sec. 4 / SPEC: MACER λ per σ, λ = 0 until the first decay at σ = 1.0, 440 epochs, lr 0.01, batch 64
+    macer = {s: jobs[("macer", "cifar10", s, 0)] for s in ("0.25", "0.50", "1.00")}
+    assert [macer[s]["lbd"] for s in macer] == [12.0, 4.0, 12.0]
+    assert macer["1.00"]["lbd_zero_until_first_decay"] and "lbd_zero_until_first_decay" not in macer["0.25"]
+    assert (macer["0.25"]["epochs"], macer["0.25"]["lr"], macer["0.25"]["batch_size"], macer["0.25"]["num_noise_vec"],
+            macer["0.25"]["lr_milestones"], macer["0.25"]["weight_decay"]) == (440, 0.01, 64, 16, [199, 399], 5e-4)
+    # 000 App. D (SVHN) and Sec. 4 (ImageNet)
+    assert jobs[("smoothadv", "svhn", "0.50", 0)]["epsilon"] == 0.25
+    assert (jobs[("advmacer", "svhn", "0.50", 0)]["epsilon"], jobs[("advmacer", "svhn", "0.50", 0)]["lbd"]) == (0.5, 4.0)
+    assert jobs[("advmacer", "svhn", "0.25", 0)]["lr"] == 0.01
+    imagenet = jobs[("advmacer", "imagenet", "0.50", 0)]
+    assert (imagenet["attack_steps"], imagenet["num_noise_vec"], imagenet["epsilon"], imagenet["lbd"],
+            imagenet["epochs"]) == (1, 1, 0.5, 2.0, 90)
+    assert [jobs[("macer", "imagenet", s, 0)]["lbd"] for s in ("0.25", "0.50", "1.00")] == [6.0, 3.0, 3.0]
+    # SPEC: Consistency λ = 20/10/10, η = 0.5; SmoothMix m = 2, T = 4, η = 5, α = 0.5/1/2
+    assert [jobs[("consistency", "cifar10", s, 0)]["lbd"] for s in ("0.25", "0.50", "1.00")] == [20.0, 10.0, 10.0]
+    assert [jobs[("smoothmix", "cifar10", s, 0)]["alpha"] for s in ("0.25", "0.50", "1.00")] == [0.5, 1.0, 2.0]
 
 
 def test_demo_target_dry_run(tmp_path):
     result = snakemake(tmp_path, "-n", "results/demo/certified_accuracy.tex", config=REPO / "demo/config.yaml")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result)["train"] == 4
+    assert job_counts(result)["train"] == 12  # six methods × two σ
 
 
 @pytest.mark.parametrize("configfile", ["config.yaml", "demo/config.yaml"])

@@ -8,11 +8,18 @@ from typing import Any
 
 import torch
 
+from .advmacer import AdvMacer
 from .base import TrainingMethod
+from .consistency import Consistency
 from .gaussian import Gaussian
+from .macer import Macer
+from .smoothadv import SmoothAdv
+from .smoothmix import SmoothMix
 
 #: Registered methods by the name used in config and in the ``method`` wildcard.
-METHODS: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (Gaussian,)}
+METHODS: dict[str, type[TrainingMethod]] = {
+    cls.name: cls for cls in (Gaussian, SmoothAdv, Macer, AdvMacer, Consistency, SmoothMix)
+}
 
 
 def get_method(name: str) -> type[TrainingMethod]:

@@ -1,0 +1,61 @@
+"""AdvMacer (Liu et al., ``000`` Sec. 3.1 and App. A, Alg. 1): MACER's loss at SmoothAdv's
+adversarial points.
+
+Per mini-batch:
+
+1. SmoothAdv's attack (:func:`rslib.attacks.smooth_adv_pgd`: T-step L2 PGD on the smoothed soft
+   classifier, model in eval mode, ε warmed up over the first epochs, m noise draws per image)
+   gives x̂ (Alg. 1 step 2; Sec. 3.1 "we generate the adversarial examples x̂ via Equation (1)
+   with T-step PGD using SmoothAdv");
+2. back in train mode, one forward pass on the m noisy copies of x̂ — *the same noise draws* as
+   the attack, as SmoothAdv reuses them for its training loss — and the MACER objective on it
+   (Alg. 1 steps 3–8; :func:`rslib.training.macer.macer_loss`): CE of the copy-averaged soft
+   classifier at x̂ + (λσ/2n) Σ_{i∈S} max(γ − ξ̂(x̂_i, y_i), 0).
+
+Cost: T attack forward/backward passes on B·m inputs + one training forward/backward on B·m
+inputs — exactly SmoothAdv's (``000`` Sec. 3.1 (II), Sec. 4 "SmoothAdv and AdvMacer have the
+same training time"); the radius term is closed-form and needs no extra pass.
+
+Hyper-parameters: SmoothAdv's ``num_noise_vec`` (m), ``attack_steps`` (T), ``epsilon`` (ε),
+``warmup_epochs`` (10), and MACER's ``gamma`` (8), ``beta`` (16), ``lbd`` (λ: 12 on CIFAR-10,
+2 on ImageNet, 12/4 on SVHN σ = 0.25/0.5), ``lbd_zero_until_first_decay`` (false).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from .base import TrainingMethod
+from .copies import noisy_copies
+from .macer import MacerSettings
+from .smoothadv import AttackSettings, soft_smoothed_log_probs
+
+
+class AdvMacer(TrainingMethod):
+    """AdvMacer training; see the module docstring."""
+
+    name = "advmacer"
+    hparam_keys: ClassVar[tuple[str, ...]] = (
+        "num_noise_vec", "attack_steps", "epsilon", "warmup_epochs",
+        "gamma", "beta", "lbd", "lbd_zero_until_first_decay",
+    )
+
+    def __init__(self, sigma: float, hparams: dict[str, Any]):
+        super().__init__(sigma, hparams)
+        self.attack_settings = AttackSettings.from_hparams(self.hparams, self.name)
+        self.macer_settings = MacerSettings.from_hparams(self.hparams, self.name)
+
+    def epsilon_at(self, epoch: int) -> float:
+        return self.attack_settings.epsilon_at(epoch)
+
+    def lbd_at(self, epoch: int) -> float:
+        return self.macer_settings.lbd_at(epoch)
+
+    def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        m = self.attack_settings.num_noise_vec
+        x_adv, noise = self.attack_settings.attack(model, x, y, self.sigma, epoch)  # eval mode inside
+        logits = model(noisy_copies(x_adv, m, self.sigma, noise))  # train mode, same draws
+        total, _, _ = self.macer_settings.loss(logits, y, m, self.sigma, epoch)
+        return total, soft_smoothed_log_probs(logits, m)
