@@ -27,14 +27,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import TrainingMethod
-from .copies import noisy_copies
 from .macer import MacerSettings
-from .smoothadv import AttackSettings, soft_smoothed_log_probs
+from .smoothadv import SmoothAdv
 
 
-class AdvMacer(TrainingMethod):
-    """AdvMacer training; see the module docstring."""
+class AdvMacer(SmoothAdv):
+    """AdvMacer training; see the module docstring. SmoothAdv's step with MACER's objective."""
 
     name = "advmacer"
     hparam_keys: ClassVar[tuple[str, ...]] = (
@@ -44,18 +42,11 @@ class AdvMacer(TrainingMethod):
 
     def __init__(self, sigma: float, hparams: dict[str, Any]):
         super().__init__(sigma, hparams)
-        self.attack_settings = AttackSettings.from_hparams(self.hparams, self.name)
         self.macer_settings = MacerSettings.from_hparams(self.hparams, self.name)
-
-    def epsilon_at(self, epoch: int) -> float:
-        return self.attack_settings.epsilon_at(epoch)
 
     def lbd_at(self, epoch: int) -> float:
         return self.macer_settings.lbd_at(epoch)
 
-    def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int):
-        m = self.attack_settings.num_noise_vec
-        x_adv, noise = self.attack_settings.attack(model, x, y, self.sigma, epoch)  # eval mode inside
-        logits = model(noisy_copies(x_adv, m, self.sigma, noise))  # train mode, same draws
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, m: int, epoch: int) -> torch.Tensor:
         total, _, _ = self.macer_settings.loss(logits, y, m, self.sigma, epoch)
-        return total, soft_smoothed_log_probs(logits, m)
+        return total

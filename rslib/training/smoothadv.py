@@ -109,5 +109,9 @@ class SmoothAdv(TrainingMethod):
         m = self.attack_settings.num_noise_vec
         x_adv, noise = self.attack_settings.attack(model, x, y, self.sigma, epoch)  # eval mode inside
         logits = model(noisy_copies(x_adv, m, self.sigma, noise))  # train mode, same draws
-        loss = F.cross_entropy(logits, copy_labels(y, m))  # mean CE over all B·m copies
-        return loss, soft_smoothed_log_probs(logits, m)
+        return self.objective(logits, y, m, epoch), soft_smoothed_log_probs(logits, m)
+
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, m: int, epoch: int) -> torch.Tensor:
+        """The training loss on the (B·m, classes) logits of the adversarial copies: mean CE over
+        all B·m copies (Salman et al.'s ``--train-multi-noise``). AdvMacer overrides only this."""
+        return F.cross_entropy(logits, copy_labels(y, m))
