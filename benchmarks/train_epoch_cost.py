@@ -88,7 +88,8 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
-    gaussian = dict(method_hparams(config, "smoothadv", args.dataset, sigma) or {}, epochs=150)
+    # Gaussian (Cohen et al.): one noisy copy, batch 256, the SmoothAdv schedule (150 epochs)
+    gaussian = dict(method_hparams(config, "smoothadv", args.dataset, sigma) or {}, epochs=150, batch_size=256)
     rows = []
     for name in METHODS:
         hparams = gaussian if name == "gaussian" else method_hparams(config, name, args.dataset, sigma)
