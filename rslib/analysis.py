@@ -19,7 +19,7 @@ from .io import atomic_path
 
 
 def read_certificates(path: str | os.PathLike) -> pd.DataFrame:
-    df = pd.read_csv(path, sep="\t")
+    df = pd.read_csv(path, sep="\t", float_precision="round_trip")  # radii exactly as written
     if tuple(df.columns) != COLUMNS:
         raise ValueError(f"{path}: expected columns {COLUMNS}, got {tuple(df.columns)}")
     return df
