@@ -4,6 +4,7 @@ and compared against the same workflow run through SLURM."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from workflow_helpers import snakemake, write_config
 
@@ -16,3 +17,13 @@ def tiny_run(tmp_path_factory):
     result = snakemake(workdir, "--cores", "2", "all", config=config)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir, config, result
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny tensors: intra-op threads only spin on a busy 2-core machine, and one
+    thread keeps CPU results bit-reproducible across runs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -15,15 +15,6 @@ from rslib.errors import CheckpointError, RslibError
 from rslib.models import BasicBlock, CifarResNet, InputNormalization, build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small convolutions: intra-op threads mostly spin on a busy 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --- models -------------------------------------------------------------------------------------
 
 

@@ -21,14 +21,6 @@ from rslib.certify import COLUMNS, HEADER, certify_images, merge_shards, shard_r
 from rslib.noise import NoiseStream
 from rslib.smoothing import Smooth, certified_radius, lower_confidence_bound, max_certifiable_radius
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only spin (and crawl on a busy 2-core machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # --- the closed-form linear model ---------------------------------------------------------------
 
