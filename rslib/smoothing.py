@@ -89,17 +89,21 @@ class Smooth:
         return nullcontext()
 
     @torch.inference_mode()
-    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int, index: int, phase: str) -> torch.Tensor:
-        """Class counts of f(x + ε) over ``num`` noise samples of ``phase`` for image ``index``.
+    def sample_counts(
+        self, x: torch.Tensor, num: int, batch_size: int, index: int, phase: str, start: int = 0
+    ) -> torch.Tensor:
+        """Class counts of f(x + ε) over noise samples ``start … start+num−1`` of ``phase`` for
+        image ``index`` (``start`` a multiple of :data:`rslib.noise.BLOCK`; staged sampling such as
+        CertifyAdp continues a stream where the previous stage ended).
 
         Returns an int64 CPU tensor of length ``num_classes``.
         """
         x = x.to(self.device, non_blocking=True)
         batch = round_batch_size(batch_size)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        for start in range(0, num, batch):
-            size = min(batch, num - start)
-            noisy = x.unsqueeze(0) + self.sigma * self.noise.sample(index, phase, start, size, x.shape)
+        for offset in range(0, num, batch):
+            size = min(batch, num - offset)
+            noisy = x.unsqueeze(0) + self.sigma * self.noise.sample(index, phase, start + offset, size, x.shape)
             if self.device.type == "cuda":
                 noisy = noisy.contiguous(memory_format=torch.channels_last)
             with self._autocast():
