@@ -28,8 +28,8 @@ import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import norm
 
-from .noise import BLOCK, NoiseStream, round_batch_size
-from .smoothing import Smooth, lower_confidence_bound
+from .noise import BLOCK, NoiseStream
+from .smoothing import Smooth, lower_confidence_bound, noisy_batches
 
 __all__ = [
     "AdaptiveResult",
@@ -258,13 +258,8 @@ def soft_sample_moments(
     """SAMPLEUNDERNOISE of ``001`` Alg. 2 (lines 21–29): Σ_j z(x + η_j) and Σ_j z(x + η_j)²
     per class (float64, CPU), with z = softmax(β·logits) and η_j = σ·ε_j from ``noise``
     (same addressing as ``Smooth.sample_counts``)."""
-    device = noise.device
-    x = x.to(device)
-    batch = round_batch_size(batch_size)
     first = second = None
-    for start in range(0, num, batch):
-        size = min(batch, num - start)
-        noisy = x.unsqueeze(0) + sigma * noise.sample(index, phase, start, size, x.shape)
+    for noisy in noisy_batches(x, num, batch_size, noise, sigma, index, phase):
         z = torch.softmax(soft_beta * model(noisy).double(), dim=1)
         s1, s2 = z.sum(dim=0), (z * z).sum(dim=0)
         first = s1 if first is None else first + s1

@@ -18,6 +18,7 @@ model's first layer normalises. Radii are L2 distances in [0, 1]-pixel units.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import torch
@@ -50,6 +51,32 @@ def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
     At n = 100,000 and α = 0.001 this is ≈ 3.81σ.
     """
     return certified_radius(alpha ** (1.0 / n), sigma)
+
+
+def noisy_batches(
+    x: torch.Tensor,
+    num: int,
+    batch_size: int,
+    noise: NoiseStream,
+    sigma: float,
+    index: int,
+    phase: str,
+    start: int = 0,
+) -> Iterator[torch.Tensor]:
+    """The noisy inputs x + σ·ε for samples ``start … start+num−1`` of ``phase`` of image
+    ``index``, in batches of whole noise blocks, on ``noise.device`` (channels-last on CUDA).
+
+    The one place where base-classifier inputs are built: CERTIFY, stored ensemble member
+    outputs and the second certifiers all see exactly these samples.
+    """
+    x = x.to(noise.device, non_blocking=True)
+    batch = round_batch_size(batch_size)
+    for offset in range(0, num, batch):
+        size = min(batch, num - offset)
+        noisy = x.unsqueeze(0) + sigma * noise.sample(index, phase, start + offset, size, x.shape)
+        if noise.device.type == "cuda":
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        yield noisy
 
 
 class Smooth:
@@ -98,14 +125,8 @@ class Smooth:
 
         Returns an int64 CPU tensor of length ``num_classes``.
         """
-        x = x.to(self.device, non_blocking=True)
-        batch = round_batch_size(batch_size)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        for offset in range(0, num, batch):
-            size = min(batch, num - offset)
-            noisy = x.unsqueeze(0) + self.sigma * self.noise.sample(index, phase, start + offset, size, x.shape)
-            if self.device.type == "cuda":
-                noisy = noisy.contiguous(memory_format=torch.channels_last)
+        for noisy in noisy_batches(x, num, batch_size, self.noise, self.sigma, index, phase, start):
             with self._autocast():
                 logits = self.base_classifier(noisy)
             counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
