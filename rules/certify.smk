@@ -11,7 +11,7 @@ rule certify:
         provenance=f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.json",
     params:
         settings=config["certify"],
-        eval=lambda wc: {k: config["datasets"][wc.dataset][k] for k in ("eval_every", "eval_max_images")},
+        eval=eval_settings,
         num_shards=lambda wc: len(shard_ids(wc.dataset)),
         noise_seed=config["noise_seed"],
         device=config["device"],
@@ -43,7 +43,7 @@ rule merge_certificates:
         tsv=f"{RESULTS}/certify/{MODEL_DIR}/certify.tsv",
         provenance=f"{RESULTS}/certify/{MODEL_DIR}/certify.json",
     params:
-        eval=lambda wc: {k: config["datasets"][wc.dataset][k] for k in ("eval_every", "eval_max_images")},
+        eval=eval_settings,
         settings=config["certify"],
     conda:
         CONDA_ENV

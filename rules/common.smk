@@ -91,6 +91,11 @@ def job_runtime(rule_name):
     return lambda wildcards, attempt: f"{amount * attempt}{unit}"
 
 
+def eval_settings(wildcards):
+    """How the dataset's evaluation subset is chosen (the scripts compute the indices from it)."""
+    return {k: config["datasets"][wildcards.dataset][k] for k in ("eval_every", "eval_max_images")}
+
+
 def eval_positions(dataset):
     """Upper bound on the evaluation subset size; the exact subset is computed from the
     prepared dataset at run time (rslib.data.evaluation_indices)."""

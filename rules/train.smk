@@ -14,7 +14,7 @@ rule train:
         arch=lambda wc: config["datasets"][wc.dataset]["arch"],
         hparams=train_hparams,
         curve=dict(config["training_curves"], noise_seed=config["noise_seed"]),
-        eval=lambda wc: {k: config["datasets"][wc.dataset][k] for k in ("eval_every", "eval_max_images")},
+        eval=eval_settings,
         device=config["device"],
         version=STAGE_VERSIONS["train"],
     conda:
