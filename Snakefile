@@ -24,10 +24,12 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/certify.smk"
+include: "rules/ensemble.smk"
 include: "rules/paper.smk"
 
 
 rule all:
     input:
         rules.summary.output,
+        rules.ensemble_summary.output,
     default_target: True

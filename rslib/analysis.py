@@ -7,6 +7,7 @@ certified accuracy at r = fraction of evaluated images classified correctly with
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ def summarize(df: pd.DataFrame, radii: Iterable[float]) -> dict[str, float]:
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
     "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
-    "×": r"$\times$", "σ": r"$\sigma$",
+    "×": r"$\times$", "σ": r"$\sigma$", "†": r"$^\dagger$",
 }
 
 
@@ -164,4 +165,61 @@ def write_summary(
     for m, df in zip(models, frames):
         curves.setdefault(f"{m['dataset']}, σ={m['sigma']}", {})[f"{m['method']} seed {m['seed']}"] = df
     plot_certified_accuracy(curves, figure, max_radius)
+    return summary
+
+
+def write_ensemble_summary(
+    *,
+    ensembles: Sequence[dict],
+    certificates: Sequence[str | os.PathLike],
+    adaptive: Sequence[dict],
+    adaptive_summaries: Sequence[str | os.PathLike],
+    radii: Sequence[float],
+    table: str | os.PathLike,
+    csv: str | os.PathLike,
+    adaptive_csv: str | os.PathLike,
+) -> pd.DataFrame:
+    """ACR and certified accuracy of every certified ensemble and scheme (LaTeX + CSV), and the
+    CertifyAdp results (certified accuracy, stage return fractions, sample reduction) as CSV."""
+    from .schemes import ensemble_label, get_scheme
+
+    records = []
+    for e, path in zip(ensembles, certificates):
+        scheme = get_scheme(e["scheme"])
+        records.append({"dataset": e["dataset"], "sigma": float(e["sigma"]), "ensemble": e["ensemble"],
+                        "label": ensemble_label(e["ensemble"]), "scheme": scheme.name, "sound": scheme.sound,
+                        **summarize(read_certificates(path), radii)})
+    summary = pd.DataFrame.from_records(records)
+    with atomic_path(csv) as tmp:
+        summary.to_csv(tmp, index=False)
+    radius_cols = [f"r={r:g}" for r in radii]
+    rows, values = [], []
+    for r in records:
+        scheme = get_scheme(r["scheme"])
+        rows.append([r["dataset"], f"{r['sigma']:.2f}", r["label"], scheme.label + ("" if scheme.sound else "†"),
+                     f"{r['acr']:.3f}", *[f"{100 * r[c]:.1f}" for c in radius_cols]])
+        values.append([r["acr"], *[r[c] for c in radius_cols]])
+    bold: set[tuple[int, int]] = set()
+    if records:
+        for _, group in summary.groupby(["dataset", "sigma"]):
+            idx = list(group.index)
+            bold |= {(idx[i], j + 4) for i, j in best_in_columns([values[i] for i in idx], range(len(values[0])))}
+    caption = ("Ensembles: certified accuracy (%) at each L2 radius and ACR; best per dataset and sigma in bold. "
+               "†: weights depend on the test point (not a sound certificate).")
+    header = ["Dataset", "σ", "Ensemble", "Scheme", "ACR", *[f"{r:g}" for r in radii]]
+    text = latex_table(header, rows, caption=caption, align="llll" + "r" * (1 + len(radii)), bold=bold)
+    with atomic_path(table) as tmp:
+        Path(tmp).write_text(text)
+    adaptive_records = []
+    for e, path in zip(adaptive, adaptive_summaries):
+        result = json.loads(Path(path).read_text())
+        for r in result["radii"]:
+            adaptive_records.append({
+                "dataset": e["dataset"], "sigma": float(e["sigma"]), "ensemble": e["ensemble"],
+                "scheme": result["scheme"], "radius": r["radius"], "certified_accuracy": r["certified_accuracy"],
+                "sample_reduction": r["sample_reduction"], "mean_samples": r["mean_samples"],
+                **{f"returned_stage{j + 1}": f for j, f in enumerate(r["stage_return_fractions"])},
+            })
+    with atomic_path(adaptive_csv) as tmp:
+        pd.DataFrame.from_records(adaptive_records).to_csv(tmp, index=False)
     return summary

@@ -28,7 +28,6 @@ import pickle
 import shutil
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -55,6 +54,7 @@ __all__ = [
     "evaluation_indices",
     "extract_archive",
     "load_split",
+    "heldout_split",
     "prepare_dataset",
 ]
 
@@ -868,6 +868,22 @@ def load_split(meta_path: str | Path, split: str) -> Dataset:
     return TensorImageDataset(
         torch.from_numpy(images), torch.from_numpy(labels), meta["num_classes"]
     )
+
+
+def heldout_split(n_train: int, heldout: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split training indices into (train, held-out), both sorted.
+
+    The held-out images are never trained on; ensemble weights that must not see the test set
+    are fitted on them: SWEEN's weights (``002`` App. C.1: 2,000 CIFAR-10 training images held
+    out) and the sound "global" EsbRS weights. The split is a fixed function of
+    (``n_train``, ``heldout``, ``seed``), identical for every model of a dataset.
+    """
+    if not 0 <= heldout < n_train:
+        raise DataError(f"cannot hold out {heldout} of {n_train} training images")
+    order = np.random.default_rng(seed).permutation(n_train)
+    held = np.sort(order[:heldout])
+    kept = np.sort(order[heldout:])
+    return kept.tolist(), held.tolist()
 
 
 def evaluation_indices(n_test: int, every: int, max_images: int | None) -> list[int]:

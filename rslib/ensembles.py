@@ -48,7 +48,8 @@ from torch import nn
 from .certify import HEADER
 from .io import atomic_path
 from .noise import NoiseStream
-from .smoothing import Smooth, certified_radius, lower_confidence_bound, noisy_batches
+from .smoothing import certify_from_counts, noisy_batches
+from .weights import pseudo_model_probabilities
 
 #: An aggregation rule: (member logits [members, samples, K], weights [members] or None)
 #: -> predicted class per sample, LongTensor[samples].
@@ -95,6 +96,7 @@ def compute_member_outputs(
     sigma: float,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float16,
+    perturbation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one member on CERTIFY's selection (n0) and estimation (n) noise of every image.
 
@@ -108,6 +110,15 @@ def compute_member_outputs(
     certificate of the ensemble of float16-rounded members, a fixed base classifier (as with
     bf16 autocast in :class:`Smooth`); ``EnsembleClassifier(..., output_dtype=torch.float16)``
     evaluates exactly that classifier directly. Store float32 to match float32 evaluation.
+
+    ``selection_counts`` / ``estimation_counts`` (num_images, K) are the member's own class counts
+    from its float32 logits — exactly :meth:`Smooth.sample_counts`, so the member's single-model
+    certificate is a reduction too (:func:`certify_member_from_outputs`) — and ``seconds`` the
+    time its forward passes took per image.
+
+    With ``perturbation = {"member_key", "m", "n", "t", "sigma_tilde"}`` the record also holds
+    ``"perturbation"``: (num_images, m·n, K) float32 softmax outputs of the member's pseudo-models
+    for EsbRS's per-point optimal weights (:func:`rslib.weights.pseudo_model_probabilities`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -117,12 +128,36 @@ def compute_member_outputs(
     selection: list[torch.Tensor] = []
     estimation: list[torch.Tensor] = []
     labels: list[int] = []
-    for i in indices:
+    counts: dict[str, list[torch.Tensor]] = {"selection": [], "estimation": []}
+    seconds: list[float] = []
+    perturbed: list[torch.Tensor] = []
+    started = time.perf_counter()
+    for done, i in enumerate(indices, start=1):
         x, label = dataset[int(i)]
-        selection.append(member_logits(model, x, n0, batch_size, noise, sigma, int(i), "selection").to(dtype))
-        estimation.append(member_logits(model, x, n, batch_size, noise, sigma, int(i), "estimation").to(dtype))
+        t0 = time.perf_counter()
+        for phase, num, store in (("selection", n0, selection), ("estimation", n, estimation)):
+            logits = member_logits(model, x, num, batch_size, noise, sigma, int(i), phase)
+            counts[phase].append(torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1]))
+            store.append(logits.to(dtype))
+        seconds.append(time.perf_counter() - t0)
         labels.append(int(label))
+        if perturbation is not None:
+            p = perturbation
+            perturbed.append(
+                pseudo_model_probabilities(
+                    model, x, int(i), int(p["member_key"]), noise_seed, sigma,
+                    int(p["n"]), int(p["m"]), float(p["t"]), float(p["sigma_tilde"]), batch_size,
+                ).float()
+            )
+        if done % 10 == 0 or done == len(indices):
+            print(f"member outputs: {done}/{len(indices)} images, {time.perf_counter() - started:.1f}s",
+                  file=sys.stderr, flush=True)
+    extra = {"perturbation": torch.stack(perturbed)} if perturbation is not None else {}
     return {
+        **extra,
+        "selection_counts": torch.stack(counts["selection"]),
+        "estimation_counts": torch.stack(counts["estimation"]),
+        "seconds": torch.tensor(seconds, dtype=torch.float64),
         "selection": torch.stack(selection),
         "estimation": torch.stack(estimation),
         "indices": torch.tensor([int(i) for i in indices], dtype=torch.long),
@@ -335,20 +370,35 @@ def certify_from_outputs(
 
     ``selection_logits`` is [members, n0, K], ``estimation_logits`` [members, n, K], both from
     the same noise stream as :meth:`Smooth.certify` uses. Class counts are the bincount of the
-    ensemble's decisions; then exactly :meth:`Smooth.certify`: top selection class (ties →
-    lowest index), one-sided Clopper–Pearson bound on its estimation count, (-1, 0.0) when
-    the bound is below 0.5, else σ·Φ⁻¹(p̲_A) (``000`` Thm. 3.1 with p̲_B = 1 − p̲_A).
+    ensemble's decisions; the decision is :func:`rslib.smoothing.certify_from_counts`, exactly
+    as in :meth:`Smooth.certify` (``000`` Thm. 3.1 with p̲_B = 1 − p̲_A).
     """
     fn = get_rule(rule)
     num_classes = selection_logits.shape[2]
-    n = estimation_logits.shape[1]
     selection = torch.bincount(fn(selection_logits, weights), minlength=num_classes)
-    c_a = int(selection.argmax())
     estimation = torch.bincount(fn(estimation_logits, weights), minlength=num_classes)
-    p_a_lower = lower_confidence_bound(int(estimation[c_a]), n, alpha)
-    if p_a_lower < 0.5:
-        return Smooth.ABSTAIN, 0.0
-    return c_a, certified_radius(p_a_lower, sigma)
+    return certify_from_counts(selection, estimation, alpha, sigma)
+
+
+def certify_member_from_outputs(
+    outputs: Mapping[str, Any],
+    alpha: float,
+    sigma: float,
+    out_tsv: str | os.PathLike,
+) -> None:
+    """The member's own CERTIFY (single model) from its stored float32 class counts: identical
+    to :func:`rslib.certify.certify_images` on the same noise, without re-running the network.
+    ``time`` is the seconds its forward passes took for that image in :func:`compute_member_outputs`."""
+    if float(outputs["sigma"]) != float(sigma):
+        raise ValueError(f"outputs were computed at sigma={outputs['sigma']} but certifying at sigma={sigma}")
+    with atomic_path(out_tsv) as tmp, open(tmp, "w") as out:
+        out.write(HEADER)
+        for pos, (i, label) in enumerate(zip(outputs["indices"].tolist(), outputs["labels"].tolist())):
+            prediction, radius = certify_from_counts(
+                outputs["selection_counts"][pos], outputs["estimation_counts"][pos], alpha, sigma
+            )
+            seconds = float(outputs["seconds"][pos])
+            out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{int(prediction == int(label))}\t{seconds:.6f}\n")
 
 
 def _check_compatible(outputs_list: Sequence[Mapping[str, Any]]) -> None:
@@ -369,39 +419,65 @@ def _check_compatible(outputs_list: Sequence[Mapping[str, Any]]) -> None:
                 raise ValueError(f"member {m} {key} shape {tuple(out[key].shape)} != {tuple(ref[key].shape)}")
 
 
+#: Per-image weights: (position in the outputs, true label, selection logits [members, n0, K])
+#: -> weights. Used by EsbRS's per-point optimal weights (:mod:`rslib.schemes`).
+PointWeights = Callable[[int, int, torch.Tensor], torch.Tensor]
+
+
+def concat_outputs(shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Join one member's output shards (contiguous ranges of the evaluation subset) in order."""
+    if not shards:
+        raise ValueError("no output shards")
+    for key in ("noise_seed", "sigma"):
+        if len({s[key] for s in shards}) != 1:
+            raise ValueError(f"output shards disagree on {key}")
+    tensor_keys = [k for k, v in shards[0].items() if isinstance(v, torch.Tensor)]
+    out: dict[str, Any] = {k: torch.cat([s[k] for s in shards]) for k in tensor_keys}
+    out["noise_seed"], out["sigma"] = shards[0]["noise_seed"], shards[0]["sigma"]
+    return out
+
+
 def certify_ensemble(
     outputs_list: Sequence[Mapping[str, Any]],
     rule: str | Rule,
-    weights: torch.Tensor | Sequence[float] | None,
+    weights: torch.Tensor | Sequence[float] | PointWeights | None,
     alpha: float,
     sigma: float,
     out_tsv: str | os.PathLike,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-) -> None:
+) -> list[list[float]]:
     """Certify an ensemble of members given their stored outputs; write the Cohen TSV atomically.
 
-    Same columns and row format as :func:`rslib.certify.certify_images`; ``time`` is the
-    seconds spent on the reduction for that image (members' forward passes are paid once in
-    :func:`compute_member_outputs` and shared by all ensembles).
+    ``weights`` is fixed (a vector, or None for 1/k) or a :data:`PointWeights` callable giving
+    each image its own weights. Same columns and row format as
+    :func:`rslib.certify.certify_images`; ``time`` is the seconds spent on the reduction for
+    that image (members' forward passes are paid once in :func:`compute_member_outputs` and
+    shared by all ensembles). Returns the weights used for each image.
     """
     _check_compatible(outputs_list)
     if float(outputs_list[0]["sigma"]) != float(sigma):
         raise ValueError(f"outputs were computed at sigma={outputs_list[0]['sigma']} but certifying at sigma={sigma}")
     fn = get_rule(rule)
-    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    members = len(outputs_list)
+    fixed = None if weights is None or callable(weights) else torch.as_tensor(weights, dtype=torch.float32)
     indices = torch.as_tensor(outputs_list[0]["indices"]).tolist()
     labels = torch.as_tensor(outputs_list[0]["labels"]).tolist()
+    used: list[list[float]] = []
+    started = time.perf_counter()
     with atomic_path(out_tsv) as tmp, open(tmp, "w") as out:
         out.write(HEADER)
         for pos, (i, label) in enumerate(zip(indices, labels)):
             t0 = time.perf_counter()
             selection = torch.stack([o["selection"][pos] for o in outputs_list])
             estimation = torch.stack([o["estimation"][pos] for o in outputs_list])
+            w = weights(pos, int(label), selection) if callable(weights) else fixed
             prediction, radius = certify_from_outputs(selection, estimation, fn, w, alpha, sigma)
             elapsed = time.perf_counter() - t0
             correct = int(prediction == int(label))
             out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{correct}\t{elapsed:.6f}\n")
-    log(f"certified ensemble of {len(outputs_list)} members on {len(indices)} images")
+            used.append([1.0 / members] * members if w is None else torch.as_tensor(w).double().tolist())
+    log(f"certified ensemble of {members} members on {len(indices)} images in {time.perf_counter() - started:.2f}s")
+    return used
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ PHASES: dict[str, int] = {
     "estimation": 2,  # CERTIFY's n independent samples that bound p_A
     "predict": 3,  # PREDICT's samples
     "outputs": 4,  # stored per-sample member outputs for ensembles
+    "weights": 5,  # EsbRS Alg. 2's n noisy inputs for per-point optimal weights
 }
 
 _MASK64 = (1 << 64) - 1

@@ -53,6 +53,22 @@ def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
     return certified_radius(alpha ** (1.0 / n), sigma)
 
 
+def certify_from_counts(selection: torch.Tensor, estimation: torch.Tensor, alpha: float, sigma: float) -> tuple[int, float]:
+    """CERTIFY's decision from its class counts: the top selection class ĉ_A (ties → lowest
+    class index, as in Cohen et al.'s code), the one-sided Clopper–Pearson bound p̲_A of its
+    estimation count (n = the estimation total), and (ABSTAIN, 0.0) when p̲_A < ½, else
+    (ĉ_A, σΦ⁻¹(p̲_A)). Shared by :meth:`Smooth.certify`, stored single-model counts and ensembles
+    reduced from stored outputs, so all three certify identically."""
+    c_a = int(selection.argmax())
+    n = int(estimation.sum())
+    p_a_lower = lower_confidence_bound(int(estimation[c_a]), n, alpha)
+    if p_a_lower < 0.5:
+        return Smooth.ABSTAIN, 0.0
+    radius = certified_radius(p_a_lower, sigma)
+    assert math.isfinite(radius)
+    return c_a, radius
+
+
 def noisy_batches(
     x: torch.Tensor,
     num: int,
@@ -155,11 +171,5 @@ class Smooth:
         and g is constant within the radius (Cohen et al. Prop. 2).
         """
         selection = self.sample_counts(x, n0, batch_size, index, "selection")
-        c_a = int(selection.argmax())  # ties → lowest class index, as in the reference code
         estimation = self.sample_counts(x, n, batch_size, index, "estimation")
-        p_a_lower = lower_confidence_bound(int(estimation[c_a]), n, alpha)
-        if p_a_lower < 0.5:
-            return self.ABSTAIN, 0.0
-        radius = certified_radius(p_a_lower, self.sigma)
-        assert math.isfinite(radius)
-        return c_a, radius
+        return certify_from_counts(selection, estimation, alpha, self.sigma)

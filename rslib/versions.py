@@ -9,5 +9,6 @@ STAGE_VERSIONS: dict[str, int] = {
     "data": 1,
     "train": 1,
     "certify": 1,
+    "ensemble": 1,
     "report": 1,
 }

@@ -45,6 +45,8 @@ __all__ = [
     "perturb_model",
     "make_pseudo_models",
     "estimate_coefficients",
+    "coefficients_from_probabilities",
+    "pseudo_model_probabilities",
     "average_coefficients",
     "objective",
     "quadratic_coefficients_k2",
@@ -232,6 +234,14 @@ def estimate_coefficients(
 
     # rows ordered pseudo-model-major: row (i−1)n + j is F̂_i(x_j), Alg. 2 Estimation
     probs = torch.stack([torch.cat([_soft_outputs(model, noisy, batch_size) for model in pseudo]) for pseudo in pseudo_models])
+    return coefficients_from_probabilities(probs, y, min_margin)
+
+
+def coefficients_from_probabilities(probs: torch.Tensor, y: int, min_margin: float = 1e-6) -> Coefficients:
+    """Alg. 2 lines 3–4 from the pooled soft outputs ``probs`` (k, m·n, c) of every member's
+    pseudo-models on the shared noisy inputs (row (i−1)n + j = F̂_i(x_j), the same row order for
+    every member). See :func:`estimate_coefficients` for the estimates and the clamp."""
+    probs = probs.double()
     num_classes = probs.shape[2]
     if not 0 <= y < num_classes:
         raise ValueError(f"label {y} outside 0..{num_classes - 1}")
@@ -246,6 +256,42 @@ def estimate_coefficients(
     a = e.pow(-2)
     a[y] = 0.0  # sums of Eq. 8–10 exclude the reference class (z_y ≡ 0)
     return Coefficients(mean=mean, cov=cov, a=a)
+
+
+def pseudo_model_probabilities(
+    model: nn.Module,
+    x: torch.Tensor,
+    index: int,
+    member_key: int,
+    noise_seed: int,
+    sigma: float,
+    n: int,
+    m: int,
+    t: float,
+    sigma_tilde: float,
+    batch_size: int = 1000,
+) -> torch.Tensor:
+    """One member's share of Alg. 2's Estimation for test image ``index``: softmax outputs of its
+    m pseudo-models (PerturbModel redrawn for this query point, as Alg. 2 does) on n noisy inputs,
+    (m·n, c) float64, rows pseudo-model-major.
+
+    The noisy inputs come from :class:`rslib.noise.NoiseStream` phase ``"weights"`` of image
+    ``index`` — the same for every member, so that stacking members' outputs gives exactly the
+    pooled samples of :func:`estimate_coefficients` — and the pseudo-models from a generator
+    seeded by (``noise_seed``, ``index``, ``member_key``), distinct per member. Computed once per
+    member and stored with its outputs (:func:`rslib.ensembles.compute_member_outputs`), this
+    lets every ensemble's per-point weights (protocols "paper" and "predicted") be a reduction
+    over stored tensors, like the certification itself.
+    """
+    from .noise import NoiseStream, mix_seed
+
+    device = next(model.parameters()).device
+    noise = NoiseStream(noise_seed, device).sample(index, "weights", 0, n, tuple(x.shape))
+    noisy = x.to(device).unsqueeze(0) + sigma * noise
+    # drawn on the model's device: a ResNet-110 pseudo-model is millions of draws
+    generator = torch.Generator(device=device).manual_seed(mix_seed(noise_seed, index, member_key))
+    pseudo = make_pseudo_models([model], m, t, sigma_tilde, generator)[0]
+    return torch.cat([_soft_outputs(p, noisy, batch_size) for p in pseudo])
 
 
 def average_coefficients(coefficients: Sequence[Coefficients]) -> Coefficients:

@@ -1,10 +1,11 @@
 # CERTIFY (Cohen et al.) of each model on the fixed evaluation subset, sharded over contiguous
 # ranges of that subset (one GPU job per shard), then merged exactly into one TSV per model.
+# Ensemble members are run once (rule member_outputs) and certified from their stored counts.
 
 
 rule certify:
     input:
-        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        unpack(certify_inputs),
         data=f"{DATA}/{{dataset}}/meta.json",
     output:
         tsv=f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.tsv",
@@ -22,7 +23,7 @@ rule certify:
         f"{RESULTS}/logs/certify/{MODEL_DIR}/shard{{shard}}.log",
     threads: config["resources"]["certify"]["threads"]
     resources:
-        gpu=config["resources"]["certify"]["gpu"],
+        gpu=lambda wc: 0 if "outputs" in certify_inputs(wc) else config["resources"]["certify"]["gpu"],
         mem_mb=config["resources"]["certify"]["mem_mb"],
         runtime=job_runtime("certify"),
     script:

@@ -21,3 +21,25 @@ rule summary:
     localrule: True
     script:
         "../workflow_scripts/summary.py"
+
+
+rule ensemble_summary:
+    input:
+        certificates=[ensemble_certificate_path(**e) for e in ENSEMBLES],
+        adaptive=[adaptive_path(**e) for e in ADAPTIVE],
+    output:
+        table=f"{RESULTS}/ensembles.tex",
+        csv=f"{RESULTS}/ensembles.csv",
+        adaptive=f"{RESULTS}/adaptive.csv",
+    params:
+        ensembles=ENSEMBLES,
+        adaptive=ADAPTIVE,
+        radii=config["report"]["radii"],
+        version=STAGE_VERSIONS["report"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/ensemble_summary.log",
+    localrule: True
+    script:
+        "../workflow_scripts/ensemble_summary.py"

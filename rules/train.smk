@@ -15,6 +15,7 @@ rule train:
         hparams=train_hparams,
         curve=dict(config["training_curves"], noise_seed=config["noise_seed"]),
         eval=eval_settings,
+        heldout=lambda wc: config["datasets"][wc.dataset]["heldout_images"],
         device=config["device"],
         version=STAGE_VERSIONS["train"],
     conda:

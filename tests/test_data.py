@@ -591,3 +591,15 @@ def test_evaluation_indices() -> None:
     for bad in (0, -3, 2.5):
         with pytest.raises(DataError, match="every"):
             evaluation_indices(100, bad, None)
+
+
+def test_heldout_split_is_fixed_disjoint_and_complete():
+    from rslib.data import heldout_split
+
+    kept, held = heldout_split(1297, 200)
+    assert len(held) == 200 and len(kept) == 1097
+    assert sorted(kept + held) == list(range(1297)) and held == sorted(held)
+    assert heldout_split(1297, 200) == (kept, held)
+    assert heldout_split(1297, 0) == (list(range(1297)), [])
+    with pytest.raises(DataError, match="cannot hold out 1297 of 1297"):
+        heldout_split(1297, 1297)

@@ -33,8 +33,35 @@ def configured_models(config: dict) -> list[tuple[str, str, str, int]]:
 def expected_jobs(config: dict) -> dict[str, int]:
     models = configured_models(config)
     shards = sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for _, d, _, _ in models)
-    return {"prepare_data": len(config["datasets"]), "train": len(models), "certify": shards,
-            "merge_certificates": len(models), "summary": 1, "all": 1}
+    counts = {"prepare_data": len(config["datasets"]), "train": len(models), "certify": shards,
+              "merge_certificates": len(models), "summary": 1, "ensemble_summary": 1, "all": 1}
+    return counts | expected_ensemble_jobs(config, models)
+
+
+FITTED = {"optimal-global": "optimal", "sween": "sween", "sween-adaptive": "sween"}
+
+
+def expected_ensemble_jobs(config: dict, models) -> dict[str, int]:
+    """Ensemble job counts from the config, independently of rules/common.smk."""
+    certs, fits, adaptive, members = set(), set(), set(), set()
+    for group in config.get("ensembles", {}).get("build", []):
+        dataset = group["dataset"]
+        for sigma in group.get("sigmas", config["datasets"][dataset]["sigmas"]):
+            sigma = f"{float(sigma):.2f}"
+            for name in group["members"]:
+                for term in name.split("+"):
+                    method, count = term.split(":")
+                    seeds = [k for m, d, s, k in models if (m, d, s) == (method, dataset, sigma)]
+                    members |= {(dataset, method, sigma, k) for k in seeds[: int(count)]}
+                certs |= {(dataset, sigma, name, scheme) for scheme in group["schemes"]}
+                fits |= {(dataset, sigma, name, FITTED[s]) for s in group["schemes"] if s in FITTED}
+                if group.get("adaptive"):
+                    adaptive.add((dataset, sigma, name))
+    stored = [m for m in members if config["datasets"][m[0]].get("ensemble_evaluation", "stored") == "stored"]
+    shards = sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for d, _, _, _ in stored)
+    counts = {"certify_ensemble": len(certs), "fit_ensemble_weights": len(fits), "certify_adaptive": len(adaptive),
+              "member_outputs": shards}
+    return {k: v for k, v in counts.items() if v}
 
 
 TRAIN_MESSAGE = re.compile(r"train (\w+) on (\w+), sigma=([\d.]+), seed (\d+): (\{.*\})$", re.M)
@@ -61,6 +88,30 @@ def test_paper_config_dry_run_lists_the_grid(paper_dry_run):
     assert {k for m, d, s, k in trained if (m, d, s) == ("macer", "svhn", "0.50")} == {0, 1}
     assert len({k for m, d, s, k in trained if (m, d, s) == ("advmacer", "cifar10", "0.50")}) == 5
     assert "results/certify/imagenet/advmacer/sigma0.50/seed0/shards/9.tsv" in paper_dry_run.stdout
+
+
+#: The ensembles each of the paper's tables and figures reports (000 Tables 1, 3, 5-8, Figure 3).
+PAPER_ENSEMBLES = {
+    "Table 1 / Tables 5-7": [("cifar10", s, e, "average") for s in ("0.25", "0.50", "1.00") for e in (
+        "advmacer:3", "advmacer:1+smoothadv:2", "advmacer:2+macer:1", "advmacer:1+macer:2", "smoothadv:3")],
+    "Table 3": [("cifar10", "0.25", "advmacer:2", s) for s in ("average", "mme", "optimal-paper")],
+    "Table 8": [("svhn", s, e, "average") for s in ("0.25", "0.50") for e in (
+        "smoothadv:3", "advmacer:3", "advmacer:1+macer:2", "advmacer:2+macer:1", "advmacer:1+smoothadv:2",
+        "advmacer:2+smoothadv:1")],
+    "Figure 3": [("cifar10", "0.50", e, "average") for e in (
+        "advmacer:2", "advmacer:3", "advmacer:4", "advmacer:5",
+        "advmacer:1+smoothadv:1", "advmacer:1+smoothadv:2", "advmacer:1+smoothadv:3", "advmacer:1+smoothadv:4")],
+}
+
+
+def test_paper_dry_run_lists_every_ensemble_of_the_paper(paper_dry_run):
+    for artefact, ensembles in PAPER_ENSEMBLES.items():
+        for dataset, sigma, name, scheme in ensembles:
+            path = f"results/ensembles/{dataset}/sigma{sigma}/{name}/{scheme}/certify.tsv"
+            assert path in paper_dry_run.stdout, f"{artefact} needs {path}"
+    # members are run once on stored noise, except ImageNet (direct evaluation: no stored outputs)
+    assert "results/outputs/cifar10/advmacer/sigma0.50/seed4/shards/9.npz" in paper_dry_run.stdout
+    assert "results/outputs/imagenet/" not in paper_dry_run.stdout
 
 
 def test_paper_hyper_parameters_reach_each_train_job(paper_dry_run):
@@ -96,7 +147,7 @@ def test_paper_hyper_parameters_reach_each_train_job(paper_dry_run):
 def test_demo_target_dry_run(tmp_path):
     result = snakemake(tmp_path, "-n", "results/demo/certified_accuracy.tex", config=REPO / "demo/config.yaml")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result)["train"] == 12  # six methods × two σ
+    assert job_counts(result)["train"] == 22  # six methods × two σ, three AdvMacer/SmoothAdv and two MACER seeds
 
 
 @pytest.mark.parametrize("configfile", ["config.yaml", "demo/config.yaml"])
@@ -115,6 +166,12 @@ def test_lint_is_clean(tmp_path, configfile):
         ({"methods": {"gaussian": {"cifar10": {"seeds": [0], "hparams": {"epochs": 1, "batch_size": 8, "lr": 0.1}}}}},
          "dataset 'cifar10' is not configured"),
         ({"resources": {"train": {"gpu": 1, "threads": 1, "mem_mb": 1000, "runtime": "10 minutes"}}}, "10 minutes"),
+        ({"ensembles": {"build": [{"dataset": "digits", "members": ["gaussian:2"], "schemes": ["average"]}]}},
+         "needs 2 gaussian models but only seeds [0] are trained"),
+        ({"ensembles": {"build": [{"dataset": "digits", "members": ["gaussian:1"], "schemes": ["sween"]}]}},
+         "set datasets.digits.heldout_images"),
+        ({"ensembles": {"build": [{"dataset": "digits", "members": ["gaussian×2"], "schemes": ["average"]}]}},
+         "gaussian×2"),
     ],
 )
 def test_invalid_config_is_refused_with_a_clear_error(tmp_path, change, message):

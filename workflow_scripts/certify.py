@@ -15,6 +15,16 @@ settings = dict(params.settings)
 
 
 def main():
+    from rslib.training import resolve_device
+
+    if "outputs" in snakemake.input.keys():  # an ensemble member: its outputs hold CERTIFY's counts
+        from rslib.ensembles import certify_member_from_outputs, load_outputs
+
+        certify_member_from_outputs(load_outputs(snakemake.input.outputs), settings["alpha"], float(wc.sigma),
+                                    snakemake.output.tsv)
+        record = provenance.collect(resolve_device(params.device), settings)
+        write_json(snakemake.output.provenance, {**record, "counts_from": snakemake.input.outputs})
+        return
     subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
     start, stop = shard_ranges(params.eval["eval_max_images"], params.num_shards)[int(wc.shard)]
     run_certification(
@@ -33,8 +43,6 @@ def main():
         autocast_bf16=settings["autocast_bf16"],
         threads=snakemake.threads,
     )
-    from rslib.training import resolve_device
-
     write_json(snakemake.output.provenance, provenance.collect(resolve_device(params.device), settings))
 
 

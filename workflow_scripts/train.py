@@ -26,6 +26,7 @@ run_logged(
         threads=snakemake.threads,
         curve=dict(params.curve),
         out_curve=snakemake.output.curve,
+        heldout_images=int(params.heldout),
         eval_indices=evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"]),
     ),
 )

@@ -54,17 +54,20 @@ def run_training(
     curve: dict[str, Any] | None = None,
     out_curve: str | os.PathLike | None = None,
     eval_indices: list[int] | None = None,
+    heldout_images: int = 0,
 ) -> dict[str, Any]:
     """Train one model and save it (with spec, history, timing and provenance) to ``out_model``.
 
     Resumable: rerunning after an interruption continues from ``checkpoint_dir``.
     With ``curve`` (see :class:`rslib.training.curves.CurveConfig`), an ACR estimate on the
     first images of ``eval_indices`` is recorded periodically and written to ``out_curve``.
+    ``heldout_images`` training images (:func:`rslib.data.heldout_split`) are left out of
+    training, for the ensemble weights fitted on held-out data.
     Returns the ``extra`` record saved with the model.
     """
     from .. import provenance
     from ..checkpoint import ModelSpec, save_model
-    from ..data import dataset_info, load_split
+    from ..data import TensorImageDataset, dataset_info, heldout_split, load_split
     from ..noise import mix_seed
     from ..versions import STAGE_VERSIONS
     from .curves import CurveConfig, curve_hook, write_curve
@@ -83,11 +86,17 @@ def run_training(
     )
     curve_config = CurveConfig.from_dict(curve)
     run_key = provenance.config_hash(
-        {"spec": spec.__dict__, "curve": curve, "train_version": STAGE_VERSIONS["train"]}
+        {"spec": spec.__dict__, "curve": curve, "heldout": heldout_images, "train_version": STAGE_VERSIONS["train"]}
     )
     torch.manual_seed(mix_seed(seed, 103))
     model = spec.build().to(dev)
     train_set = load_split(data_meta, "train")
+    if heldout_images:
+        kept, _ = heldout_split(len(train_set), heldout_images)
+        if hasattr(train_set, "images"):
+            train_set = TensorImageDataset(train_set.images[kept], train_set.labels[kept], train_set.num_classes)
+        else:
+            train_set = torch.utils.data.Subset(train_set, kept)
     if hasattr(train_set, "images"):
         batches = InMemoryBatches(train_set.images, train_set.labels, optim.batch_size, seed, dev)
     else:
@@ -111,6 +120,7 @@ def run_training(
     )
     extra = {
         "train_seconds": state.seconds,
+        "heldout_images": int(heldout_images),
         "history": state.history,
         "provenance": provenance.collect(dev, {"spec": spec.__dict__}),
     }

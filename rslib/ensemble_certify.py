@@ -1,0 +1,191 @@
+"""Certify named ensemble schemes (:mod:`rslib.schemes`) and fit their held-out weights.
+
+Certification from stored member outputs (:func:`certify_scheme_from_outputs`) and direct
+evaluation of the member networks (:func:`certify_scheme_direct`, for datasets where storing
+outputs is too large, config ``ensemble_evaluation: direct``) run the same decisions on the same
+noise (:class:`rslib.noise.NoiseStream`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .certify import HEADER
+from .ensembles import EnsembleClassifier, PointWeights, certify_ensemble, get_rule, soft_rule
+from .io import atomic_path
+from .schemes import Scheme
+from .smoothing import Smooth
+from .weights import coefficients_from_probabilities, optimal_weights_k2, pseudo_model_probabilities, solve_weights
+
+
+def rule_for(scheme: Scheme, settings: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
+    """The scheme's aggregation rule with its parameters from ``settings`` (config ``ensembles``)."""
+    if scheme.rule == "k_consensus":
+        return get_rule("k_consensus", k=int(settings["k_consensus"]["k"]))
+    if scheme.rule == "sween_adaptive":
+        sw = settings["sween"]
+        return get_rule("sween_adaptive", threshold=float(sw["threshold"]), alpha=float(sw["alpha"]))
+    return get_rule(scheme.rule)
+
+
+def point_optimal_weights(perturbation: torch.Tensor, label: int, closed_form: str = "corrected") -> torch.Tensor:
+    """EsbRS optimal weights for one query point from the members' pseudo-model outputs
+    ``perturbation`` (k, m·n, c): Alg. 2 ComputeWeight with reference class ``label``.
+
+    k = 2 uses the closed form (``closed_form="as_printed"`` selects ``000``'s printed Eq. 10,
+    see :mod:`rslib.weights`); k > 2 the exact simplex QP.
+    """
+    coefficients = coefficients_from_probabilities(perturbation, int(label))
+    if coefficients.k == 2:
+        return optimal_weights_k2(coefficients, as_printed=closed_form == "as_printed")
+    return solve_weights(coefficients)
+
+
+def _selected_class(selection_logits: torch.Tensor) -> int:
+    """The class the average-weight soft ensemble selects from the n0 selection samples."""
+    counts = torch.bincount(soft_rule(selection_logits), minlength=selection_logits.shape[2])
+    return int(counts.argmax())
+
+
+def certify_scheme_from_outputs(
+    outputs_list: Sequence[Mapping[str, Any]],
+    scheme: Scheme,
+    settings: Mapping[str, Any],
+    alpha: float,
+    sigma: float,
+    out_tsv: str | os.PathLike,
+    fitted_weights: Sequence[float] | None = None,
+) -> list[list[float]]:
+    """Certify an ensemble under ``scheme`` by reduction over stored member outputs.
+
+    ``settings`` is the config's ``ensembles`` block (k of K-consensus, SWEEN's exit rule, the
+    closed form); ``fitted_weights`` the weights fitted on held-out data for fitted schemes.
+    Returns the weights used per image.
+    """
+    weights: torch.Tensor | PointWeights | None
+    if scheme.fitted:
+        if fitted_weights is None:
+            raise ValueError(f"scheme {scheme.name} needs weights fitted on held-out data")
+        weights = torch.as_tensor(fitted_weights, dtype=torch.float32)
+    elif scheme.per_point:
+        if any("perturbation" not in o for o in outputs_list):
+            raise ValueError(f"scheme {scheme.name} needs member outputs computed with pseudo-model perturbations")
+        perturbation = [o["perturbation"] for o in outputs_list]
+        closed_form = settings["optimal"]["closed_form"]
+
+        def weights(pos: int, label: int, selection: torch.Tensor) -> torch.Tensor:
+            reference = label if scheme.weights == "point-true" else _selected_class(selection)
+            return point_optimal_weights(torch.stack([p[pos] for p in perturbation]), reference, closed_form)
+
+    else:
+        weights = None
+    return certify_ensemble(outputs_list, rule_for(scheme, settings), weights, alpha, sigma, out_tsv)
+
+
+def certify_scheme_direct(
+    members: Sequence[nn.Module],
+    member_keys: Sequence[int],
+    dataset: Any,
+    indices: Sequence[int],
+    scheme: Scheme,
+    settings: Mapping[str, Any],
+    *,
+    num_classes: int,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    noise_seed: int,
+    out_tsv: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    fitted_weights: Sequence[float] | None = None,
+    output_dtype: torch.dtype | None = None,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> list[list[float]]:
+    """Certify an ensemble under ``scheme`` by running the member networks on the noise
+    (``Smooth(EnsembleClassifier(...))``), for outputs too large to store (config
+    ``ensemble_evaluation: direct``). Same noise, same decisions as
+    :func:`certify_scheme_from_outputs`; with ``output_dtype=torch.float16`` exactly the
+    classifier that float16-stored outputs certify. Returns the weights used per image.
+    """
+    device = torch.device(device)
+    members = [m.to(device).eval() for m in members]
+    rule = rule_for(scheme, settings)
+    k = len(members)
+    if scheme.fitted and fitted_weights is None:
+        raise ValueError(f"scheme {scheme.name} needs weights fitted on held-out data")
+    fixed = torch.as_tensor(fitted_weights, dtype=torch.float32) if scheme.fitted else None
+    used: list[list[float]] = []
+    started = time.perf_counter()
+    with atomic_path(out_tsv) as tmp, open(tmp, "w") as out:
+        out.write(HEADER)
+        for done, i in enumerate(indices, start=1):
+            t0 = time.perf_counter()
+            x, label = dataset[int(i)]
+            w = fixed
+            if scheme.per_point:
+                opt = settings["optimal"]
+                reference = int(label)
+                if scheme.weights == "point-predicted":
+                    average = Smooth(EnsembleClassifier(members, "soft", output_dtype=output_dtype), num_classes,
+                                     sigma, noise_seed, device)
+                    reference = int(average.sample_counts(x, n0, batch_size, int(i), "selection").argmax())
+                perturbation = torch.stack([
+                    pseudo_model_probabilities(member, x, int(i), int(key), noise_seed, sigma, int(opt["n"]),
+                                               int(opt["m"]), float(opt["t"]), float(opt["sigma_tilde"]), batch_size)
+                    for member, key in zip(members, member_keys)
+                ])
+                w = point_optimal_weights(perturbation, reference, opt["closed_form"])
+            ensemble = EnsembleClassifier(members, rule, w, output_dtype=output_dtype)
+            smooth = Smooth(ensemble, num_classes, sigma, noise_seed, device)
+            prediction, radius = smooth.certify(x, n0, n, alpha, batch_size, int(i))
+            elapsed = time.perf_counter() - t0
+            out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{int(prediction == int(label))}\t{elapsed:.6f}\n")
+            used.append([1.0 / k] * k if w is None else torch.as_tensor(w).double().tolist())
+            if done % max(1, len(indices) // 10) == 0 or done == len(indices):
+                log(f"certified {done}/{len(indices)} images ({done / (time.perf_counter() - started):.2f} img/s)")
+    return used
+
+
+def fit_weights(
+    kind: str,
+    members: Sequence[nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sigma: float,
+    settings: Mapping[str, Any],
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> list[float]:
+    """Weights fitted once on held-out training images (``images``, ``labels``), for the fitted
+    schemes: ``"optimal"`` — EsbRS's objective averaged over the held-out points
+    (:func:`rslib.weights.fit_global_weights`); ``"sween"`` — SWEEN's cross-entropy under
+    Gaussian noise (:func:`rslib.weights.sween_weights`). ``settings`` is the config's
+    ``ensembles`` block; all randomness comes from ``seed``.
+    """
+    from .noise import mix_seed
+    from .weights import fit_global_weights, sween_weights
+
+    device = torch.device(device)
+    members = [m.to(device).eval() for m in members]
+    images = images.to(device)
+    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, 907))
+    if kind == "optimal":
+        opt = settings["optimal"]
+        w = fit_global_weights(members, images, labels, sigma, int(opt["n"]), int(opt["m"]), float(opt["t"]),
+                               float(opt["sigma_tilde"]), generator)
+    elif kind == "sween":
+        sw = settings["sween"]
+        w = sween_weights(members, images, labels, sigma, int(sw["noise_draws"]), int(sw["steps"]), float(sw["lr"]),
+                          generator)
+    else:
+        raise ValueError(f"unknown fitted weights {kind!r}; known: optimal, sween")
+    return torch.as_tensor(w).double().tolist()

@@ -1,0 +1,68 @@
+"""Rule certify_ensemble: CERTIFY one ensemble under one scheme, by reduction over the members'
+stored outputs or (ensemble_evaluation: direct) by running the members on the noise."""
+
+import sys
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+
+from rslib.workflow import evaluation_subset, run_logged
+
+wc, params = snakemake.wildcards, snakemake.params
+
+
+def main():
+    import json
+    import time
+
+    import torch
+
+    from rslib import provenance
+    from rslib.ensemble_certify import certify_scheme_direct, certify_scheme_from_outputs
+    from rslib.ensembles import concat_outputs, load_outputs
+    from rslib.io import write_json
+    from rslib.schemes import get_scheme, member_key
+    from rslib.training import resolve_device
+
+    torch.set_num_threads(snakemake.threads)
+    scheme = get_scheme(wc.scheme)
+    certify = params.certify
+    members = list(params.members)
+    fitted = json.loads(open(snakemake.input.weights[0]).read())["weights"] if snakemake.input.weights else None
+    sigma = float(wc.sigma)
+    started = time.perf_counter()
+    if snakemake.input.outputs:
+        mode, device = "stored outputs", torch.device("cpu")
+        shards = list(snakemake.input.outputs)
+        per_member = len(shards) // len(members)
+        outputs = [concat_outputs([load_outputs(p) for p in shards[k * per_member:(k + 1) * per_member]])
+                   for k in range(len(members))]
+        loaded = time.perf_counter()
+        used = certify_scheme_from_outputs(outputs, scheme, params.settings, certify["alpha"], sigma,
+                                           snakemake.output.tsv, fitted)
+    else:
+        from rslib.checkpoint import load_model
+        from rslib.data import load_split
+
+        mode, device = "direct evaluation", resolve_device(params.device)
+        models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device) for p in snakemake.input.models]
+        loaded = time.perf_counter()
+        subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+        used = certify_scheme_direct(
+            [m for m, _, _ in models], [member_key(m["method"], int(m["seed"])) for m in members],
+            load_split(snakemake.input.data, "test"), subset, scheme, params.settings,
+            num_classes=models[0][1].num_classes, sigma=sigma, n0=certify["n0"], n=certify["n"],
+            alpha=certify["alpha"], batch_size=certify["batch_size"], noise_seed=params.noise_seed,
+            out_tsv=snakemake.output.tsv, device=device, fitted_weights=fitted,
+        )
+    seconds = time.perf_counter() - loaded
+    print(f"{wc.ensemble} ({scheme.label}) by {mode}: {seconds:.2f}s certification, "
+          f"{loaded - started:.2f}s loading")
+    write_json(snakemake.output.provenance, {
+        "ensemble": wc.ensemble, "scheme": scheme.name, "rule": scheme.rule, "sound": scheme.sound,
+        "members": members, "mode": mode, "certify_seconds": seconds, "load_seconds": loaded - started,
+        "weights_per_image": used, "provenance": provenance.collect(device, dict(certify)),
+    })
+
+
+run_logged(snakemake.log[0], main)

@@ -1,0 +1,39 @@
+"""Rule member_outputs: one member's logits on CERTIFY's noise (and its pseudo-model outputs for
+per-point EsbRS weights) for one shard of the evaluation subset, stored for every ensemble."""
+
+import sys
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+
+from rslib.workflow import evaluation_subset, run_logged
+
+wc, params = snakemake.wildcards, snakemake.params
+
+
+def main():
+    import torch
+
+    from rslib.certify import shard_ranges
+    from rslib.checkpoint import load_model
+    from rslib.data import load_split
+    from rslib.ensembles import compute_member_outputs, save_outputs
+    from rslib.schemes import member_key
+    from rslib.training import resolve_device
+
+    torch.set_num_threads(snakemake.threads)
+    settings = params.settings
+    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+    start, stop = shard_ranges(params.eval["eval_max_images"], params.num_shards)[int(wc.shard)]
+    device = resolve_device(params.device)
+    model, _, _ = load_model(snakemake.input.model, dataset=wc.dataset, sigma=float(wc.sigma), device=device)
+    outputs = compute_member_outputs(
+        model, load_split(snakemake.input.data, "test"), subset[start:stop],
+        n0=settings["n0"], n=settings["n"], batch_size=settings["batch_size"],
+        noise_seed=params.noise_seed, sigma=float(wc.sigma), device=device,
+        perturbation=dict(params.perturbation, member_key=member_key(wc.method, int(wc.seed))),
+    )
+    save_outputs(snakemake.output[0], outputs)
+
+
+run_logged(snakemake.log[0], main)
