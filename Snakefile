@@ -20,16 +20,26 @@ if not config:
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/certify.smk"
 include: "rules/ensemble.smk"
 include: "rules/paper.smk"
+include: "rules/cost.smk"
 
 
 rule all:
     input:
         rules.summary.output,
         rules.ensemble_summary.output,
+        expand(f"{RESULTS}/table{{k}}.tex", k=range(1, 9)),
+        expand(f"{RESULTS}/figure{{k}}.pdf", k=(1, 3)),
+        CURVES,
+        rules.comparison.output,
+        rules.cost_estimate.output,
+        rules.provenance_table.output,
     default_target: True

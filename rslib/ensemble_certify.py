@@ -27,12 +27,12 @@ from .weights import coefficients_from_probabilities, optimal_weights_k2, pseudo
 
 def rule_for(scheme: Scheme, settings: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
     """The scheme's aggregation rule with its parameters from ``settings`` (config ``ensembles``)."""
-    if scheme.rule == "k_consensus":
+    if scheme.aggregation == "k_consensus":
         return get_rule("k_consensus", k=int(settings["k_consensus"]["k"]))
-    if scheme.rule == "sween_adaptive":
+    if scheme.aggregation == "sween_adaptive":
         sw = settings["sween"]
         return get_rule("sween_adaptive", threshold=float(sw["threshold"]), alpha=float(sw["alpha"]))
-    return get_rule(scheme.rule)
+    return get_rule(scheme.aggregation)
 
 
 def point_optimal_weights(perturbation: torch.Tensor, label: int, closed_form: str = "corrected") -> torch.Tensor:

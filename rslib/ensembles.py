@@ -142,13 +142,7 @@ def compute_member_outputs(
         seconds.append(time.perf_counter() - t0)
         labels.append(int(label))
         if perturbation is not None:
-            p = perturbation
-            perturbed.append(
-                pseudo_model_probabilities(
-                    model, x, int(i), int(p["member_key"]), noise_seed, sigma,
-                    int(p["n"]), int(p["m"]), float(p["t"]), float(p["sigma_tilde"]), batch_size,
-                ).float()
-            )
+            perturbed.append(_pseudo_outputs(model, x, int(i), noise_seed, sigma, perturbation, batch_size))
         if done % 10 == 0 or done == len(indices):
             print(f"member outputs: {done}/{len(indices)} images, {time.perf_counter() - started:.1f}s",
                   file=sys.stderr, flush=True)
@@ -165,6 +159,32 @@ def compute_member_outputs(
         "noise_seed": int(noise_seed),
         "sigma": float(sigma),
     }
+
+
+def _pseudo_outputs(model, x, index, noise_seed, sigma, p: Mapping[str, Any], batch_size: int) -> torch.Tensor:
+    return pseudo_model_probabilities(
+        model, x, index, int(p["member_key"]), noise_seed, sigma,
+        int(p["n"]), int(p["m"]), float(p["t"]), float(p["sigma_tilde"]), batch_size,
+    ).float()
+
+
+def compute_pseudo_outputs(
+    model: nn.Module,
+    dataset: Any,
+    indices: Sequence[int],
+    noise_seed: int,
+    sigma: float,
+    perturbation: Mapping[str, Any],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Only the pseudo-model outputs of :func:`compute_member_outputs` (``"perturbation"``,
+    (num_images, m·n, K) float32, and ``"indices"``): the workflow stores them separately, for
+    the members of ensembles certified with per-point EsbRS weights only."""
+    model = model.to(torch.device(device)).eval()
+    perturbed = [_pseudo_outputs(model, dataset[int(i)][0], int(i), noise_seed, sigma, perturbation, batch_size)
+                 for i in indices]
+    return {"perturbation": torch.stack(perturbed), "indices": torch.tensor([int(i) for i in indices])}
 
 
 def save_outputs(path: str | os.PathLike, outputs: Mapping[str, Any]) -> None:

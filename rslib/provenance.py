@@ -77,3 +77,35 @@ def collect(device: Any = None, config: Any = None) -> dict[str, Any]:
         if var in os.environ:
             record[var.lower()] = os.environ[var]
     return record
+
+
+def provenance_table(model_records: list[str], ensemble_records: list[str]) -> Any:
+    """One row per certified model (merged ``certify.json``) and ensemble certificate
+    (``ensembles/.../certify.json``): where and with what each result was made, and its times —
+    the provenance section of the HTML report (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for path in model_records:
+        rec = json.loads(Path(path).read_text())
+        model = (rec.get("model") or {}).get("provenance") or {}
+        shard = (rec.get("shards") or [{}])[0]
+        rows.append({
+            "result": str(Path(path).parent), "kind": "model",
+            "config_hash": (model.get("config_hash") or "") + " / " + rec.get("certify_config_hash", ""),
+            "rslib_version": model.get("rslib_version"), "rslib_commit": model.get("rslib_commit"),
+            "torch": (model.get("packages") or {}).get("torch"),
+            "train_device": model.get("device"), "certify_device": shard.get("device"),
+            "train_seconds": rec.get("model", {}).get("train_seconds"), "certify_seconds": rec.get("certify_seconds"),
+        })
+    for path in ensemble_records:
+        rec = json.loads(Path(path).read_text())
+        prov = rec.get("provenance") or {}
+        rows.append({
+            "result": str(Path(path).parent), "kind": f"ensemble ({rec.get('mode')})",
+            "config_hash": prov.get("config_hash"), "rslib_version": prov.get("rslib_version"),
+            "rslib_commit": prov.get("rslib_commit"), "torch": (prov.get("packages") or {}).get("torch"),
+            "train_device": None, "certify_device": prov.get("device"),
+            "train_seconds": None, "certify_seconds": rec.get("certify_seconds"),
+        })
+    return pd.DataFrame.from_records(rows)

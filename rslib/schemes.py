@@ -43,10 +43,11 @@ WeightSource = Literal["uniform", "none", "point-true", "point-predicted", "fitt
 
 @dataclass(frozen=True)
 class Scheme:
-    """A named way to certify an ensemble: aggregation ``rule`` and the source of its weights."""
+    """A named way to certify an ensemble: its ``aggregation`` rule (a key of
+    :data:`rslib.ensembles.RULES`) and the source of its weights."""
 
     name: str
-    rule: str
+    aggregation: str
     weights: WeightSource
     label: str  # how tables name it
     sound: bool  # is CERTIFY's radius a guarantee for one fixed classifier?

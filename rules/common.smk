@@ -2,11 +2,13 @@
 
 import re
 import sys
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 
 # rslib from this checkout, also when Snakemake runs from an environment without it installed.
 sys.path.insert(0, workflow.basedir)
+from rslib.paper_tables import Configured, Source, artefact_dataset, member_sources, table_sources
 from rslib.schemes import SCHEMES, ensemble_members, get_scheme
 from rslib.versions import STAGE_VERSIONS
 
@@ -223,8 +225,112 @@ def scheme_settings(scheme_name):
     keys = set()
     if scheme.per_point or scheme.fitted == "optimal":
         keys.add("optimal")
-    if scheme.fitted == "sween" or scheme.rule == "sween_adaptive":
+    if scheme.fitted == "sween" or scheme.aggregation == "sween_adaptive":
         keys.add("sween")
-    if scheme.rule == "k_consensus":
+    if scheme.aggregation == "k_consensus":
         keys.add("k_consensus")
     return {k: config["ensembles"][k] for k in sorted(keys)}
+
+
+# --- the paper's tables and figures (rules/paper.smk) ----------------------------------------
+
+PAPER = config["paper"]
+
+#: The paper's own numbers (000 Tables 1-8), transcribed once; only the comparison reads them.
+REPORTED = f"{workflow.basedir}/paper/reported.csv"
+
+
+def _configured():
+    first_seed = {}
+    for m in MODELS:
+        first_seed.setdefault((m["dataset"], m["sigma"], m["method"]), m["seed"])
+    return Configured(
+        first_seed=first_seed,
+        ensembles={(e["dataset"], e["sigma"], e["ensemble"], e["scheme"]) for e in ENSEMBLES},
+        sigmas={d: [sigma_key(s) for s in v["sigmas"]] for d, v in config["datasets"].items()},
+    )
+
+
+CONFIGURED = _configured()
+
+
+def artefact_sources(artefact):
+    """Sources (single models / ensemble certificates) that artefact reports, as configured."""
+    return table_sources(artefact, PAPER, CONFIGURED)
+
+
+def source_model(src):
+    seed = CONFIGURED.first_seed[(src.dataset, src.sigma, src.name)] if src.seed is None else src.seed
+    return dict(dataset=src.dataset, method=src.name, sigma=src.sigma, seed=seed)
+
+
+def source_certificate(src):
+    if src.single:
+        return certificate_path(**source_model(src))
+    return ensemble_certificate_path(dataset=src.dataset, sigma=src.sigma, ensemble=src.name, scheme=src.scheme)
+
+
+def source_curve(src):
+    return f"{RESULTS}/models/{MODEL_DIR.format(**source_model(src))}/training_curve.csv"
+
+
+def artefact_members(artefact):
+    """Members of Table 3's ensembles (configured seed order): their certification time is part
+    of the ensemble's."""
+    if artefact != "table3":
+        return []
+    members = []
+    for src in artefact_sources(artefact):
+        if not src.single:
+            for m in member_sources(src, trained_seeds(src.dataset, src.sigma)):
+                if m not in members:
+                    members.append(m)
+    return members
+
+
+def curve_sources(dataset, sigma):
+    """Every method (first seed) and every average-weight ensemble certified at (dataset, σ)."""
+    singles = [Source(dataset, sigma, method) for (d, s, method) in CONFIGURED.first_seed if (d, s) == (dataset, sigma)]
+    ensembles = [Source(d, s, name, scheme) for (d, s, name, scheme) in sorted(CONFIGURED.ensembles)
+                 if (d, s, scheme) == (dataset, sigma, "average")]
+    return singles + ensembles
+
+
+#: One radius-accuracy figure per configured (dataset, σ).
+CURVES = [f"{RESULTS}/curves/{d}_sigma{sigma_key(s)}.pdf" for d, v in config["datasets"].items() for s in v["sigmas"]]
+
+
+def cost_train_jobs():
+    """Every training job with its merged hparams, for the GPU-hour estimate (rules/cost.smk)."""
+    return [
+        dict(m, sigma=float(m["sigma"]), arch=config["datasets"][m["dataset"]]["arch"],
+             hparams=train_hparams(SimpleNamespace(**m)), heldout=config["datasets"][m["dataset"]]["heldout_images"])
+        for m in MODELS
+    ]
+
+
+def cost_certify_jobs():
+    """One certification pass per model (an ensemble member's stored outputs are its pass)."""
+    return [
+        dict(dataset=m["dataset"], arch=config["datasets"][m["dataset"]]["arch"], model=model_label(m),
+             method=m["method"], sigma=float(m["sigma"]), images=eval_positions(m["dataset"]),
+             n0=config["certify"]["n0"], n=config["certify"]["n"])
+        for m in MODELS
+    ]
+
+
+def fitted_weights(wildcards):
+    """The held-out weights a fitted scheme needs (none for the others)."""
+    fit = get_scheme(wildcards.scheme).fitted
+    return [f"{RESULTS}/ensembles/{ENSEMBLE_DIR.format(**wildcards)}/weights-{fit}.json"] if fit else []
+
+
+def pseudo_output_shards(wildcards):
+    """Pseudo-model output shards of every member (member-major), for per-point EsbRS weights."""
+    if not (stored_outputs(wildcards.dataset) and get_scheme(wildcards.scheme).per_point):
+        return []
+    return [
+        f"{RESULTS}/outputs/{MODEL_DIR.format(**m)}/pseudo/{shard}.npz"
+        for m in ensemble_models(wildcards)
+        for shard in shard_ids(wildcards.dataset)
+    ]

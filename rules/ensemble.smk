@@ -1,7 +1,8 @@
 # Ensembles (000 Sec. 3.2 EsbRS, MME, SWEEN, Horváth et al.): each member is run ONCE on the shared,
 # seeded noise stream and its outputs stored (rule member_outputs, sharded like certify); every
 # ensemble, weight scheme and ensemble size is then certified by a cheap reduction over the stored
-# tensors (rule certify_ensemble). Datasets with ensemble_evaluation: direct (ImageNet: 1,000
+# tensors (rule certify_ensemble). Members of ensembles with per-point EsbRS weights also store
+# their pseudo-model outputs (rule pseudo_outputs). Datasets with ensemble_evaluation: direct (ImageNet: 1,000
 # classes × n = 100,000 is too large to store) run the member networks inside certify_ensemble.
 
 
@@ -13,8 +14,6 @@ rule member_outputs:
         f"{RESULTS}/outputs/{MODEL_DIR}/shards/{{shard}}.npz",
     params:
         settings=config["certify"],
-        # pseudo-model outputs for per-point EsbRS weights (closed_form only matters later)
-        perturbation={k: config["ensembles"]["optimal"][k] for k in ("m", "n", "t", "sigma_tilde")},
         eval=eval_settings,
         num_shards=lambda wc: len(shard_ids(wc.dataset)),
         noise_seed=config["noise_seed"],
@@ -31,6 +30,33 @@ rule member_outputs:
         runtime=job_runtime("certify"),
     script:
         "../workflow_scripts/member_outputs.py"
+
+
+rule pseudo_outputs:
+    input:
+        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        data=f"{DATA}/{{dataset}}/meta.json",
+    output:
+        f"{RESULTS}/outputs/{MODEL_DIR}/pseudo/{{shard}}.npz",
+    params:
+        perturbation={k: config["ensembles"]["optimal"][k] for k in ("m", "n", "t", "sigma_tilde")},
+        batch_size=config["certify"]["batch_size"],
+        eval=eval_settings,
+        num_shards=lambda wc: len(shard_ids(wc.dataset)),
+        noise_seed=config["noise_seed"],
+        device=config["device"],
+        version=STAGE_VERSIONS["ensemble"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/pseudo_outputs/{MODEL_DIR}/shard{{shard}}.log",
+    threads: config["resources"]["certify"]["threads"]
+    resources:
+        gpu=config["resources"]["certify"]["gpu"],
+        mem_mb=config["resources"]["certify"]["mem_mb"],
+        runtime=job_runtime("certify"),
+    script:
+        "../workflow_scripts/pseudo_outputs.py"
 
 
 rule fit_ensemble_weights:
@@ -58,16 +84,12 @@ rule fit_ensemble_weights:
         "../workflow_scripts/fit_ensemble_weights.py"
 
 
-def _fitted_weights(wildcards):
-    fit = get_scheme(wildcards.scheme).fitted
-    return [f"{RESULTS}/ensembles/{ENSEMBLE_DIR.format(**wildcards)}/weights-{fit}.json"] if fit else []
-
-
 rule certify_ensemble:
     input:
         outputs=member_output_shards,
+        pseudo=pseudo_output_shards,
         models=lambda wc: [] if stored_outputs(wc.dataset) else [model_path(**m) for m in ensemble_models(wc)],
-        weights=_fitted_weights,
+        weights=fitted_weights,
         data=f"{DATA}/{{dataset}}/meta.json",
     output:
         tsv=f"{RESULTS}/ensembles/{ENSEMBLE_DIR}/{{scheme}}/certify.tsv",

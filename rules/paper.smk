@@ -1,5 +1,57 @@
-# Tables and figures from the certification TSVs only: cheap, local, and rebuilt on a cosmetic
-# change without retraining or recertifying anything.
+# The paper's artefacts from the certification TSVs, training curves and timings only: cheap,
+# local, and rebuilt on a cosmetic change without retraining or recertifying anything.
+# `snakemake results/table1.tex` builds exactly what Table 1 needs (rslib.paper_tables).
+
+
+rule paper_table:
+    input:
+        certificates=lambda wc: [source_certificate(s) for s in artefact_sources(wc.table)],
+        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.table) if s.single],
+        members=lambda wc: [source_certificate(s) for s in artefact_members(wc.table)],
+    output:
+        tex=report(f"{RESULTS}/{{table}}.tex", caption="../report/tables.rst", category="Tables",
+                   labels={"table": "{table}"}),
+        csv=f"{RESULTS}/{{table}}.csv",
+    params:
+        sources=lambda wc: [vars(s) for s in artefact_sources(wc.table)],
+        members=lambda wc: [vars(s) for s in artefact_members(wc.table)],
+        hparams=lambda wc: [train_hparams(SimpleNamespace(**source_model(s))) if s.single else {}
+                            for s in artefact_sources(wc.table)],
+        dataset=lambda wc: artefact_dataset(wc.table, PAPER),
+        version=STAGE_VERSIONS["report"],
+    wildcard_constraints:
+        table="table[1-8]",
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/paper/{{table}}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/paper_table.py"
+
+
+rule paper_figure:
+    input:
+        # Figure 1 is drawn from the training curves alone
+        certificates=lambda wc: [] if wc.figure == "figure1" else [source_certificate(s) for s in artefact_sources(wc.figure)],
+        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.figure) if s.single],
+    output:
+        pdf=report(f"{RESULTS}/{{figure}}.pdf", caption="../report/figures.rst", category="Figures",
+                   labels={"figure": "{figure}"}),
+        csv=f"{RESULTS}/{{figure}}.csv",
+    params:
+        sources=lambda wc: [vars(s) for s in artefact_sources(wc.figure)],
+        sigma=lambda wc: PAPER[f"{wc.figure}_sigma"],
+        version=STAGE_VERSIONS["report"],
+    wildcard_constraints:
+        figure="figure[13]",
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/paper/{{figure}}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/paper_figure.py"
 
 
 rule summary:
@@ -43,3 +95,59 @@ rule ensemble_summary:
     localrule: True
     script:
         "../workflow_scripts/ensemble_summary.py"
+
+
+rule comparison:
+    input:
+        reported=REPORTED,
+        tables=expand(f"{RESULTS}/table{{k}}.csv", k=range(1, 9)),
+    output:
+        md=f"{RESULTS}/comparison.md",
+        tex=report(f"{RESULTS}/comparison.tex", caption="../report/comparison.rst", category="Comparison"),
+        csv=report(f"{RESULTS}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
+    params:
+        datasets=", ".join(f"{k}: {v}" for k, v in PAPER.items() if not k.endswith("sigma")),
+        version=STAGE_VERSIONS["report"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/paper/comparison.log",
+    localrule: True
+    script:
+        "../workflow_scripts/comparison.py"
+
+
+rule certified_accuracy_curves:
+    input:
+        certificates=lambda wc: [source_certificate(s) for s in curve_sources(wc.dataset, wc.sigma)],
+    output:
+        report(f"{RESULTS}/curves/{{dataset}}_sigma{{sigma}}.pdf", caption="../report/curves.rst", category="Curves",
+               labels={"dataset": "{dataset}", "sigma": "{sigma}"}),
+    params:
+        sources=lambda wc: [vars(s) for s in curve_sources(wc.dataset, wc.sigma)],
+        max_radius=config["report"]["figure_max_radius"],
+        version=STAGE_VERSIONS["report"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/paper/curves_{{dataset}}_sigma{{sigma}}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/certified_accuracy_curves.py"
+
+
+rule provenance_table:
+    input:
+        models=[certificate_path(**m).replace("certify.tsv", "certify.json") for m in MODELS],
+        ensembles=[ensemble_certificate_path(**e).replace("certify.tsv", "certify.json") for e in ENSEMBLES],
+    output:
+        report(f"{RESULTS}/provenance.csv", caption="../report/provenance.rst", category="Provenance"),
+    params:
+        version=STAGE_VERSIONS["report"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/paper/provenance.log",
+    localrule: True
+    script:
+        "../workflow_scripts/provenance_table.py"

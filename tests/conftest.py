@@ -6,15 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workflow_helpers import snakemake, write_config
+from workflow_helpers import TINY_TARGET, snakemake, write_config
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """The complete workflow on tests/configs/tiny.yaml, run locally once."""
+    """Train, certify (3 shards) and summarise tests/configs/tiny.yaml locally, once. The paper's
+    artefacts are built by the ensemble workflow tests (tests/test_ensemble_workflow.py)."""
     workdir = tmp_path_factory.mktemp("tiny")
     config = write_config(workdir)
-    result = snakemake(workdir, "--cores", "2", "all", config=config)
+    result = snakemake(workdir, "--cores", "2", TINY_TARGET, config=config)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir, config, result
 

@@ -13,7 +13,7 @@ import yaml
 
 from rslib.analysis import average_certified_radius, certified_accuracy, read_certificates
 from rslib.certify import run_certification
-from workflow_helpers import REPO, job_counts, snakemake, write_config
+from workflow_helpers import REPO, TINY_TARGET, job_counts, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -34,7 +34,10 @@ def expected_jobs(config: dict) -> dict[str, int]:
     models = configured_models(config)
     shards = sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for _, d, _, _ in models)
     counts = {"prepare_data": len(config["datasets"]), "train": len(models), "certify": shards,
-              "merge_certificates": len(models), "summary": 1, "ensemble_summary": 1, "all": 1}
+              "merge_certificates": len(models), "summary": 1, "ensemble_summary": 1, "all": 1,
+              "paper_table": 8, "paper_figure": 2, "comparison": 1, "measure_costs": 1, "cost_estimate": 1,
+              "provenance_table": 1,
+              "certified_accuracy_curves": sum(len(d["sigmas"]) for d in config["datasets"].values())}
     return counts | expected_ensemble_jobs(config, models)
 
 
@@ -43,24 +46,30 @@ FITTED = {"optimal-global": "optimal", "sween": "sween", "sween-adaptive": "swee
 
 def expected_ensemble_jobs(config: dict, models) -> dict[str, int]:
     """Ensemble job counts from the config, independently of rules/common.smk."""
-    certs, fits, adaptive, members = set(), set(), set(), set()
+    certs, fits, adaptive, members, pseudo = set(), set(), set(), set(), set()
     for group in config.get("ensembles", {}).get("build", []):
         dataset = group["dataset"]
         for sigma in group.get("sigmas", config["datasets"][dataset]["sigmas"]):
             sigma = f"{float(sigma):.2f}"
             for name in group["members"]:
+                these = set()
                 for term in name.split("+"):
                     method, count = term.split(":")
                     seeds = [k for m, d, s, k in models if (m, d, s) == (method, dataset, sigma)]
-                    members |= {(dataset, method, sigma, k) for k in seeds[: int(count)]}
+                    these |= {(dataset, method, sigma, k) for k in seeds[: int(count)]}
+                members |= these
+                if {"optimal-paper", "optimal-predicted"} & set(group["schemes"]):
+                    pseudo |= these
                 certs |= {(dataset, sigma, name, scheme) for scheme in group["schemes"]}
                 fits |= {(dataset, sigma, name, FITTED[s]) for s in group["schemes"] if s in FITTED}
                 if group.get("adaptive"):
                     adaptive.add((dataset, sigma, name))
-    stored = [m for m in members if config["datasets"][m[0]].get("ensemble_evaluation", "stored") == "stored"]
-    shards = sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for d, _, _, _ in stored)
+    def shards(models):
+        stored = [m for m in models if config["datasets"][m[0]].get("ensemble_evaluation", "stored") == "stored"]
+        return sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for d, _, _, _ in stored)
+
     counts = {"certify_ensemble": len(certs), "fit_ensemble_weights": len(fits), "certify_adaptive": len(adaptive),
-              "member_outputs": shards}
+              "member_outputs": shards(members), "pseudo_outputs": shards(pseudo)}
     return {k: v for k, v in counts.items() if v}
 
 
@@ -191,7 +200,7 @@ def test_unknown_method_target_is_refused(tmp_path):
 def test_tiny_run_produces_table_and_figure_from_its_certificates(tiny_run):
     workdir, _, result = tiny_run
     counts = job_counts(result)
-    assert counts == {"prepare_data": 1, "train": 1, "certify": 3, "merge_certificates": 1, "summary": 1, "all": 1}
+    assert counts == {"prepare_data": 1, "train": 1, "certify": 3, "merge_certificates": 1, "summary": 1}
     tsv = workdir / "results/certify/digits/gaussian/sigma0.25/seed0/certify.tsv"
     certs = read_certificates(tsv)
     assert list(certs["idx"]) == list(range(0, 500, 25))
@@ -230,7 +239,7 @@ def test_merged_shards_equal_one_unsharded_certification(tiny_run, tmp_path):
 
 def test_rerun_is_a_no_op_and_a_lost_shard_reruns_alone(tiny_run):
     workdir, config, _ = tiny_run
-    again = snakemake(workdir, "-n", "all", config=config)
+    again = snakemake(workdir, "-n", TINY_TARGET, config=config)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     model_dir = workdir / "results/certify/digits/gaussian/sigma0.25/seed0"
     (model_dir / "shards/1.tsv").unlink()
@@ -263,3 +272,24 @@ def test_tiny_run_records_a_training_curve(tiny_run):
     from rslib.smoothing import max_certifiable_radius
 
     assert ((curve["acr"] >= 0) & (curve["acr"] <= curve["accuracy"] * max_certifiable_radius(200, 0.001, 0.25))).all()
+
+
+@pytest.mark.parametrize("artefact", [f"table{k}" for k in range(1, 9)] + ["figure1", "figure3"])
+def test_each_paper_artefact_dry_run_lists_only_what_it_needs(tmp_path, artefact):
+    """`snakemake results/tableK.tex` on the paper's configuration builds exactly that table's
+    inputs: no other dataset's jobs, and nothing of the other artefacts."""
+    suffix = "pdf" if artefact.startswith("figure") else "tex"
+    result = snakemake(tmp_path, "-n", f"results/{artefact}.{suffix}", config=REPO / "config.yaml")
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result)
+    datasets = set(re.findall(r"results/models/(\w+)/", result.stdout))
+    expected = {"table4": {"imagenet"}, "table8": {"svhn"}}.get(artefact, {"cifar10"})
+    assert datasets == expected
+    rule = "paper_figure" if artefact.startswith("figure") else "paper_table"
+    assert counts[rule] == 1 and "comparison" not in counts and "summary" not in counts
+    if artefact in ("table1", "table2", "table5", "table6", "table7", "table4", "table8"):
+        assert "fit_ensemble_weights" not in counts and "certify_adaptive" not in counts
+    if artefact == "table1":  # 5 methods + the members of its 4 ensembles, at 3 σ
+        assert counts["train"] == 27 and counts["certify_ensemble"] == 12
+    if artefact == "figure1":  # training curves only: AdvMacer and MACER at σ = 1.00
+        assert counts["train"] == 2 and "certify" not in counts

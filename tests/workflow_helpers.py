@@ -10,6 +10,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+#: What the tiny local and SLURM runs build: training, sharded certification and the summary table.
+TINY_TARGET = "results/certified_accuracy.tex"
 
 
 def write_config(workdir: Path, base: str = "tests/configs/tiny.yaml", **overrides) -> Path:
@@ -21,9 +23,11 @@ def write_config(workdir: Path, base: str = "tests/configs/tiny.yaml", **overrid
     return path
 
 
-def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: int = 900, cwd: Path = REPO):
-    """Run the repository's Snakefile with working directory ``workdir``; returns the CompletedProcess."""
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: int = 900, cwd: Path = REPO,
+              repo: Path = REPO):
+    """Run ``repo``'s Snakefile (default: this repository's) with working directory ``workdir``;
+    returns the CompletedProcess."""
+    cmd = [SNAKEMAKE, "-s", str(repo / "Snakefile"), "-d", str(workdir)]
     if config is not None:
         cmd += ["--configfile", str(config)]
     return subprocess.run(cmd + list(args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -40,3 +44,15 @@ def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow's code (Snakefile, rules, scripts, rslib, schemas, report, paper),
+    for tests that edit a script and watch what Snakemake reruns."""
+    import shutil
+
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("rules", "workflow_scripts", "rslib", "schemas", "report", "paper", "envs"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest

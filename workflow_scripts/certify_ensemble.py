@@ -37,6 +37,15 @@ def main():
         per_member = len(shards) // len(members)
         outputs = [concat_outputs([load_outputs(p) for p in shards[k * per_member:(k + 1) * per_member]])
                    for k in range(len(members))]
+        if snakemake.input.pseudo:  # per-point EsbRS weights: the members' pseudo-model outputs
+            import numpy as np
+
+            pseudo = list(snakemake.input.pseudo)
+            for k, out in enumerate(outputs):
+                parts = [np.load(p) for p in pseudo[k * per_member:(k + 1) * per_member]]
+                if not np.array_equal(np.concatenate([q["indices"] for q in parts]), out["indices"].numpy()):
+                    raise ValueError(f"pseudo-model outputs of member {k} cover other images than its outputs")
+                out["perturbation"] = torch.from_numpy(np.concatenate([q["perturbation"] for q in parts]))
         loaded = time.perf_counter()
         used = certify_scheme_from_outputs(outputs, scheme, params.settings, certify["alpha"], sigma,
                                            snakemake.output.tsv, fitted)
@@ -59,7 +68,7 @@ def main():
     print(f"{wc.ensemble} ({scheme.label}) by {mode}: {seconds:.2f}s certification, "
           f"{loaded - started:.2f}s loading")
     write_json(snakemake.output.provenance, {
-        "ensemble": wc.ensemble, "scheme": scheme.name, "rule": scheme.rule, "sound": scheme.sound,
+        "ensemble": wc.ensemble, "scheme": scheme.name, "aggregation": scheme.aggregation, "sound": scheme.sound,
         "members": members, "mode": mode, "certify_seconds": seconds, "load_seconds": loaded - started,
         "weights_per_image": used, "provenance": provenance.collect(device, dict(certify)),
     })

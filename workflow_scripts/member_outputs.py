@@ -1,5 +1,5 @@
-"""Rule member_outputs: one member's logits on CERTIFY's noise (and its pseudo-model outputs for
-per-point EsbRS weights) for one shard of the evaluation subset, stored for every ensemble."""
+"""Rule member_outputs: one member's logits (and class counts) on CERTIFY's noise for one shard of
+the evaluation subset, stored for every ensemble and for the member's own certificate."""
 
 import sys
 
@@ -18,7 +18,6 @@ def main():
     from rslib.checkpoint import load_model
     from rslib.data import load_split
     from rslib.ensembles import compute_member_outputs, save_outputs
-    from rslib.schemes import member_key
     from rslib.training import resolve_device
 
     torch.set_num_threads(snakemake.threads)
@@ -31,7 +30,6 @@ def main():
         model, load_split(snakemake.input.data, "test"), subset[start:stop],
         n0=settings["n0"], n=settings["n"], batch_size=settings["batch_size"],
         noise_seed=params.noise_seed, sigma=float(wc.sigma), device=device,
-        perturbation=dict(params.perturbation, member_key=member_key(wc.method, int(wc.seed))),
     )
     save_outputs(snakemake.output[0], outputs)
 

@@ -1,0 +1,330 @@
+"""GPU-hour estimates for a configured run, from measured per-step costs.
+
+:func:`measure_costs` times a few real optimisation steps of each configured training method
+(the model built from its :class:`rslib.checkpoint.ModelSpec`, the method's own ``loss`` and the
+training loop's own step function, on random images of the dataset's shape) and the noisy
+forward passes of certification (``Smooth.sample_counts``, the code CERTIFY runs).
+:func:`estimate_gpu_hours` multiplies these by the number of steps and samples of the configured
+grid; :func:`summarize_estimate` totals them per rule and dataset.
+
+The estimate is measured seconds per step × steps of the configured grid: it leaves out data
+loading from disk (ImageNet), checkpoint writes, training-curve evaluations and job start-up,
+and it assumes the timed steps are representative (the methods' per-step work does not change
+over epochs; warm-ups change only ε or loss weights).
+
+torch is imported inside the functions, so the estimate itself runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+#: Hyper-parameters that set the schedule or optimiser constants but not the work of one step.
+SCHEDULE_KEYS = frozenset({"epochs", "lr", "lr_milestones", "lr_gamma", "momentum", "weight_decay"})
+
+
+def cost_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters that may change the cost of one step (all but :data:`SCHEDULE_KEYS`)."""
+    return {k: v for k, v in sorted(hparams.items()) if k not in SCHEDULE_KEYS}
+
+
+def _key(hparams: dict[str, Any]) -> str:
+    return json.dumps(cost_hparams(hparams), sort_keys=True, default=str)
+
+
+def device_name(dev) -> str:
+    """``torch.cuda.get_device_name`` on CUDA, else the device type (``cpu``)."""
+    import torch
+
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return dev.type
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any]):
+    from .checkpoint import ModelSpec
+    from .data import dataset_info
+
+    info = dataset_info(dataset)
+    spec = ModelSpec(
+        arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
+        mean=tuple(info.mean), std=tuple(info.std), sigma=float(sigma), method=method, seed=0,
+        hparams=dict(hparams),
+    )
+    return spec, info
+
+
+def time_train_step(
+    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1
+) -> float:
+    """Mean wall seconds of one optimisation step (see :func:`_time_train_step`); frees the
+    device's cached memory afterwards (the model and batches are gone by then)."""
+    try:
+        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup)
+    finally:
+        _free(dev)
+
+
+def _free(dev) -> None:
+    import torch
+
+    if torch.device(dev).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _time_train_step(
+    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1
+) -> float:
+    """Mean wall seconds of one optimisation step as :func:`rslib.training.loop.train_loop` runs it.
+
+    Each step does what the loop does per mini-batch: gather a uint8 batch held on the device and
+    scale it to [0, 1], seed the RNG, augment (per ``hparams["augment"]``), ``_step`` (method loss,
+    backward, SGD step) and read the loss on the host. Timed at the last epoch (past warm-ups).
+    """
+    import torch
+
+    from .noise import mix_seed
+    from .training import get_method
+    from .training.loop import OptimConfig, _step, augment_batch
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    spec, info = _spec(dataset, arch, method, sigma, hparams)
+    optim = OptimConfig.from_hparams(hparams)
+    augment = hparams.get("augment") or {}
+    torch.manual_seed(0)
+    model = spec.build().to(dev)
+    training = get_method(method)(sigma, hparams)
+    optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    g = torch.Generator().manual_seed(0)
+    pool = 2 * optim.batch_size
+    images = torch.randint(0, 256, (pool, *info.image_shape), generator=g, dtype=torch.uint8).to(dev)
+    labels = torch.randint(0, info.num_classes, (pool,), generator=g).to(dev)
+    epoch = max(optim.epochs - 1, 0)
+    model.train()
+
+    def one(step: int) -> None:
+        idx = torch.randperm(pool, generator=g)[: optim.batch_size].to(dev)
+        x, y = images[idx].float().div_(255), labels[idx]
+        torch.manual_seed(mix_seed(0, 102, epoch, step))
+        x = augment_batch(x, int(augment.get("crop_padding", 0)), bool(augment.get("flip", False)))
+        loss, _ = _step(training, model, optimizer, x, y, epoch)
+        float(loss)  # the loop reads the loss every step (a host sync)
+
+    for s in range(warmup):
+        one(s)
+    _sync(dev)
+    started = time.perf_counter()
+    for s in range(steps):
+        one(warmup + s)
+    _sync(dev)
+    return (time.perf_counter() - started) / steps
+
+
+def time_certify_sample(
+    dataset: str, arch: str, dev, batch_size: int = 1000, steps: int = 3, warmup: int = 1, autocast_bf16: bool = False
+) -> tuple[float, int]:
+    """Mean wall seconds per noisy sample of ``Smooth.sample_counts`` (CERTIFY's inner loop:
+    seeded noise, forward pass in inference mode, argmax counts), timed over ``steps`` calls of
+    one batch each. On CUDA out-of-memory the batch is halved (in whole noise blocks).
+    Returns ``(seconds_per_sample, batch_size_used)``."""
+    import torch
+
+    from .noise import BLOCK, round_batch_size
+    from .smoothing import Smooth
+
+    spec, info = _spec(dataset, arch, "certify", 0.25, {})
+    torch.manual_seed(0)
+    model = spec.build().to(dev)
+    smooth = Smooth(model, info.num_classes, 0.25, noise_seed=0, device=dev, autocast_bf16=autocast_bf16)
+    x = torch.rand(info.image_shape, generator=torch.Generator().manual_seed(0))
+    batch = round_batch_size(batch_size)
+    try:
+        while True:
+            try:
+                for s in range(warmup):
+                    smooth.sample_counts(x, batch, batch, index=s, phase="estimation")
+                _sync(dev)
+                started = time.perf_counter()
+                for s in range(steps):
+                    smooth.sample_counts(x, batch, batch, index=warmup + s, phase="estimation")
+                _sync(dev)
+                return (time.perf_counter() - started) / (steps * batch), batch
+            except torch.cuda.OutOfMemoryError:
+                if batch <= BLOCK:
+                    raise
+                torch.cuda.empty_cache()
+                batch = round_batch_size(batch // 2)
+    finally:
+        del smooth, model
+        _free(dev)
+
+
+def measure_costs(
+    jobs: list[dict],
+    device: str,
+    steps: int = 3,
+    warmup: int = 1,
+    certify_batch: int = 1000,
+    autocast_bf16: bool = False,
+    log=None,
+) -> list[dict]:
+    """Time the training step of each distinct (dataset, arch, method, cost hyper-parameters)
+    in ``jobs`` and certification's noisy forward pass of each (dataset, arch).
+
+    ``jobs``: dicts with ``dataset``, ``arch``, ``method``, ``sigma``, ``hparams``. Jobs that differ
+    only in σ, seed or schedule (:data:`SCHEDULE_KEYS`) share one measurement (σ of the first).
+    Returns records ``{kind: "train", dataset, arch, method, sigma, batch_size, hparams,
+    seconds_per_step, steps, device}`` and ``{kind: "certify", dataset, arch, batch_size,
+    seconds_per_sample, device}``.
+    """
+    from .training import resolve_device
+
+    dev = resolve_device(device)
+    name = device_name(dev)
+    say = log or (lambda m: None)
+    records: list[dict] = []
+    seen: set[tuple] = set()
+    pairs: list[tuple[str, str]] = []
+    for job in jobs:
+        hparams = dict(job["hparams"])
+        key = (job["dataset"], job["arch"], job["method"], _key(hparams))
+        if (job["dataset"], job["arch"]) not in pairs:
+            pairs.append((job["dataset"], job["arch"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        seconds = time_train_step(job["dataset"], job["arch"], job["method"], float(job["sigma"]), hparams, dev, steps, warmup)
+        record = {
+            "kind": "train", "dataset": job["dataset"], "arch": job["arch"], "method": job["method"],
+            "sigma": float(job["sigma"]), "batch_size": int(hparams["batch_size"]), "hparams": cost_hparams(hparams),
+            "seconds_per_step": seconds, "steps": int(steps), "device": name,
+        }
+        say(f"{job['dataset']} {job['arch']} {job['method']} sigma={float(job['sigma']):g} "
+            f"batch {record['batch_size']}: {seconds:.4g} s/step on {name}")
+        records.append(record)
+    for dataset, arch in pairs:
+        seconds, batch = time_certify_sample(dataset, arch, dev, certify_batch, steps, warmup, autocast_bf16)
+        records.append({
+            "kind": "certify", "dataset": dataset, "arch": arch, "batch_size": batch,
+            "autocast_bf16": bool(autocast_bf16), "seconds_per_sample": seconds, "steps": int(steps), "device": name,
+        })
+        say(f"{dataset} {arch} certify batch {batch}: {seconds:.4g} s/sample ({1 / seconds:.0f} samples/s) on {name}")
+    return records
+
+
+def _train_match(job: dict, measured: list[dict]) -> dict:
+    hparams = dict(job["hparams"])
+    batch = int(hparams["batch_size"])
+
+    def same_cost(rec: dict) -> bool:
+        if "hparams" in rec:
+            return _key(rec["hparams"]) == _key(hparams)
+        return rec.get("batch_size") is None or int(rec["batch_size"]) == batch
+
+    train = [
+        r for r in measured
+        if r.get("kind", "train") == "train" and "seconds_per_step" in r
+        and (r["dataset"], r["arch"], r["method"]) == (job["dataset"], job["arch"], job["method"]) and same_cost(r)
+    ]
+    for rec in train:
+        if float(rec.get("sigma", math.nan)) == float(job["sigma"]):
+            return rec
+    if train:
+        return train[0]
+    raise ValueError(
+        f"no measured training cost for dataset={job['dataset']} arch={job['arch']} method={job['method']} "
+        f"sigma={float(job['sigma']):g} batch_size={batch} (cost hparams {_key(hparams)}); rerun measure_costs "
+        f"with this job (measured: {sorted({(r['dataset'], r['arch'], r['method']) for r in measured if 'method' in r})})"
+    )
+
+
+def _certify_match(job: dict, measured: list[dict]) -> dict:
+    for rec in measured:
+        if rec.get("kind") == "certify" and (rec["dataset"], rec["arch"]) == (job["dataset"], job["arch"]):
+            return rec
+    raise ValueError(
+        f"no measured certification cost for dataset={job['dataset']} arch={job['arch']} "
+        f"(model {job.get('model', '?')}); rerun measure_costs with a training job of this dataset and arch"
+    )
+
+
+def estimate_gpu_hours(
+    train_jobs: list[dict], certify_jobs: list[dict], measured: list[dict], n_train: dict[str, int]
+):
+    """One row per job: ``rule``, ``dataset``, ``arch``, ``method``, ``sigma``, ``seed``, ``label``,
+    ``units`` (optimisation steps or noisy samples), ``seconds_per_unit``, ``gpu_hours``.
+
+    Training: ``epochs × ceil((n_train − heldout) / batch_size) × seconds_per_step``, with the
+    measurement of the same (dataset, arch, method, cost hyper-parameters), preferring the same σ.
+    Certification: ``images × samples_per_image × seconds_per_sample`` of the (dataset, arch);
+    ``samples_per_image`` defaults to ``n0 + n``.
+    A job without a matching measurement raises ValueError naming it.
+    """
+    import pandas as pd
+
+    rows = []
+    for job in train_jobs:
+        hparams = dict(job["hparams"])
+        if job["dataset"] not in n_train:
+            raise ValueError(f"no training-set size for dataset {job['dataset']!r} (have: {sorted(n_train)})")
+        kept = int(n_train[job["dataset"]]) - int(job.get("heldout", 0) or 0)
+        steps = int(hparams["epochs"]) * math.ceil(kept / int(hparams["batch_size"]))
+        rec = _train_match(job, measured)
+        seconds = float(rec["seconds_per_step"])
+        rows.append({
+            "rule": "train", "dataset": job["dataset"], "arch": job["arch"], "method": job["method"],
+            "sigma": float(job["sigma"]), "seed": job.get("seed"),
+            "label": job.get("label", f"{job['method']} sigma={float(job['sigma']):g} seed={job.get('seed')}"),
+            "units": steps, "seconds_per_unit": seconds, "gpu_hours": steps * seconds / 3600.0,
+        })
+    for job in certify_jobs:
+        samples = job.get("samples_per_image")
+        if samples is None:
+            samples = int(job["n0"]) + int(job["n"])
+        units = int(job["images"]) * int(samples)
+        seconds = float(_certify_match(job, measured)["seconds_per_sample"])
+        rows.append({
+            "rule": "certify", "dataset": job["dataset"], "arch": job["arch"], "method": job.get("method"),
+            "sigma": float(job["sigma"]) if job.get("sigma") is not None else math.nan, "seed": job.get("seed"),
+            "label": job.get("model", job.get("label")), "units": units, "seconds_per_unit": seconds,
+            "gpu_hours": units * seconds / 3600.0,
+        })
+    columns = ["rule", "dataset", "arch", "method", "sigma", "seed", "label", "units", "seconds_per_unit", "gpu_hours"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize_estimate(df):
+    """Total GPU-hours (and job count) per rule and dataset, then a ``TOTAL`` row."""
+    import pandas as pd
+
+    summary = (
+        df.groupby(["rule", "dataset"], sort=False)
+        .agg(jobs=("gpu_hours", "size"), gpu_hours=("gpu_hours", "sum"))
+        .reset_index()
+    )
+    total = pd.DataFrame([{"rule": "TOTAL", "dataset": "", "jobs": int(len(df)), "gpu_hours": float(df["gpu_hours"].sum())}])
+    return pd.concat([summary, total], ignore_index=True)
+
+
+def markdown_table(df, floatfmt: str = ".2f") -> str:
+    """A GitHub Markdown table of ``df`` (no tabulate dependency)."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

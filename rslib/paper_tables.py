@@ -1,0 +1,446 @@
+"""The paper's Tables 1–8 and Figures 1 and 3 (``000``), laid out like the paper, from the
+workflow's own certificates, training curves and timings — and nothing else.
+
+Each artefact is described by its *sources* (:class:`Source`: a single model or an ensemble
+with a scheme, at a dataset and σ); :func:`table_sources` lists the sources an artefact needs
+from what the configuration trains and certifies, so that ``snakemake results/table1.tex``
+builds exactly those. :func:`build_table` turns the certificates into a booktabs table and a
+long-format record list (table, sigma, row, metric, value) that the paper-vs-reproduced
+comparison (:mod:`rslib.comparison`) matches against the paper's reported numbers.
+
+No torch here: the workflow imports this module when it parses the Snakefile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schemes import METHOD_NAMES, SCHEMES, ensemble_label
+
+#: The paper's σ grid; Tables 5, 6, 7 are σ = 0.25, 0.50, 1.00 of the main dataset.
+PAPER_SIGMAS = ("0.25", "0.50", "1.00")
+SWEEP_SIGMA_TABLES = {"table5": "0.25", "table6": "0.50", "table7": "1.00"}
+#: Table 5–7 radii (the paper's columns)
+TABLE_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25)
+
+BASELINES = ("smoothadv", "macer", "smoothmix", "consistency", "advmacer")  # Table 1 / 5-7 single rows
+TABLE1_ENSEMBLES = ("advmacer:3", "advmacer:1+smoothadv:2", "advmacer:2+macer:1", "advmacer:1+macer:2")
+SWEEP_SINGLES = ("smoothadv", "macer", "smoothmix", "advmacer")  # Tables 5-7 have no Consistency row
+SWEEP_ENSEMBLES = ("smoothadv:3",) + TABLE1_ENSEMBLES
+TABLE3_SCHEMES = ("average", "mme", "optimal-paper", "optimal-predicted", "optimal-global")
+TABLE8_SINGLES = ("smoothadv", "macer", "advmacer")
+TABLE8_ENSEMBLES = ("smoothadv:3", "advmacer:3", "advmacer:1+macer:2", "advmacer:2+macer:1",
+                    "advmacer:1+smoothadv:2", "advmacer:2+smoothadv:1")
+ARTEFACTS = tuple(f"table{k}" for k in range(1, 9)) + ("figure1", "figure3")
+PAPER_DATASETS = {"table4": "ImageNet", "table8": "SVHN"}  # every other artefact is CIFAR-10
+
+
+@dataclass(frozen=True)
+class Source:
+    """One certified classifier: a single model (``scheme`` None, ``name`` = method, its first
+    configured seed) or an ensemble ``name`` certified with ``scheme``."""
+
+    dataset: str
+    sigma: str
+    name: str
+    scheme: str | None = None
+    seed: int | None = None  # a single model other than the method's first seed (ensemble members)
+
+    @property
+    def single(self) -> bool:
+        return self.scheme is None
+
+    @property
+    def label(self) -> str:
+        return METHOD_NAMES.get(self.name, self.name) if self.single else ensemble_label(self.name)
+
+
+@dataclass
+class Configured:
+    """What a configuration trains and certifies: first seed per (dataset, σ, method), the
+    certified (dataset, σ, ensemble, scheme)s, and each dataset's σ."""
+
+    first_seed: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    ensembles: set[tuple[str, str, str, str]] = field(default_factory=set)
+    sigmas: dict[str, list[str]] = field(default_factory=dict)
+
+    def has(self, s: Source) -> bool:
+        if s.single:
+            return (s.dataset, s.sigma, s.name) in self.first_seed
+        return (s.dataset, s.sigma, s.name, s.scheme) in self.ensembles
+
+
+def _sigmas(configured: Configured, dataset: str | None, wanted: Sequence[str] = PAPER_SIGMAS) -> list[str]:
+    have = configured.sigmas.get(dataset, []) if dataset else []
+    return [s for s in wanted if s in have] or ([] if wanted is PAPER_SIGMAS else [])
+
+
+def artefact_dataset(artefact: str, paper: Mapping[str, Any]) -> str | None:
+    """Which configured dataset an artefact reports (config ``paper``; None = skipped)."""
+    return paper["imagenet"] if artefact == "table4" else paper["svhn"] if artefact == "table8" else paper["main"]
+
+
+def table_sources(artefact: str, paper: Mapping[str, Any], configured: Configured) -> list[Source]:
+    """Every source an artefact reports that the configuration provides, in table order."""
+    d = artefact_dataset(artefact, paper)
+    if d is None:
+        return []
+    wanted: list[Source] = []
+    if artefact == "table1":
+        for s in _sigmas(configured, d):
+            wanted += [Source(d, s, m) for m in BASELINES] + [Source(d, s, e, "average") for e in TABLE1_ENSEMBLES]
+    elif artefact == "table2":
+        for s in _sigmas(configured, d):
+            wanted += [Source(d, s, m) for m in ("smoothadv", "advmacer", "macer")]
+    elif artefact == "table3":
+        s = paper["table3_sigma"]
+        wanted = [Source(d, s, "advmacer")] + [Source(d, s, "advmacer:2", scheme) for scheme in TABLE3_SCHEMES]
+    elif artefact == "table4":
+        for s in _sigmas(configured, d):
+            wanted += [Source(d, s, m) for m in ("smoothadv", "macer", "advmacer")]
+    elif artefact in SWEEP_SIGMA_TABLES:
+        s = SWEEP_SIGMA_TABLES[artefact]
+        wanted = [Source(d, s, m) for m in SWEEP_SINGLES] + [Source(d, s, e, "average") for e in SWEEP_ENSEMBLES]
+    elif artefact == "table8":
+        for s in _sigmas(configured, d):
+            wanted += [Source(d, s, m) for m in TABLE8_SINGLES] + [Source(d, s, e, "average") for e in TABLE8_ENSEMBLES]
+    elif artefact == "figure1":
+        s = paper["figure1_sigma"]
+        wanted = [Source(d, s, m) for m in ("advmacer", "macer")]
+    elif artefact == "figure3":
+        s = paper["figure3_sigma"]
+        wanted = [Source(d, s, "advmacer")]
+        wanted += [Source(d, s, f"advmacer:{k}", "average") for k in range(2, 10)]
+        wanted += [Source(d, s, f"advmacer:1+smoothadv:{k}", "average") for k in range(1, 9)]
+    else:
+        raise ValueError(f"unknown artefact {artefact!r}; known: {', '.join(ARTEFACTS)}")
+    return [w for w in wanted if configured.has(w)]
+
+
+def member_sources(source: Source, seeds: Mapping[str, Sequence[int]]) -> list[Source]:
+    """The single-model sources of an ensemble's members (``seeds``: each method's trained seeds
+    in configured order), for certification times."""
+    from .schemes import ensemble_members
+
+    return [Source(source.dataset, source.sigma, m, None, int(k)) for m, k in ensemble_members(source.name, seeds)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]]
+    caption: str
+    records: list[dict[str, Any]]  # long format: table, sigma, row, metric, value
+    align: str | None = None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _record(table: str, sigma: str, row: str, metric: str, value: float) -> dict[str, Any]:
+    return {"table": table, "sigma": sigma, "row": row, "metric": metric, "value": float(value)}
+
+
+def _best(values: list[list[float | None]], column_offset: int) -> set[tuple[int, int]]:
+    """(row, column) of the largest value in each column (all ties bold); None = empty cell."""
+    bold = set()
+    for j in range(len(values[0]) if values else 0):
+        col = [v[j] for v in values if v[j] is not None]
+        if col:
+            top = max(col)
+            bold |= {(i, j + column_offset) for i, v in enumerate(values) if v[j] is not None and v[j] == top}
+    return bold
+
+
+def build_table(
+    artefact: str,
+    sources: Sequence[Source],
+    stats: Mapping[Source, Mapping[str, float]],
+    *,
+    train_hours: Mapping[Source, float] | None = None,
+    hparams: Mapping[Source, Mapping[str, Any]] | None = None,
+    certify_seconds: Mapping[Source, float] | None = None,
+    dataset: str | None = None,
+    note: str = "",
+) -> Table:
+    """Lay out ``artefact`` (``table1`` … ``table8``) like the paper from per-source statistics
+    (:func:`rslib.analysis.summarize`: ``acr``, ``accuracy``, ``r=<radius>``).
+
+    ``train_hours`` (singles) feed Tables 2, 4, 8; ``hparams`` Table 2's T, m, ε, epochs;
+    ``certify_seconds`` (per image, ensembles including their members' forward passes) Table 3.
+    Best value per column in bold, as in the paper.
+    """
+    train_hours = train_hours or {}
+    hparams = hparams or {}
+    certify_seconds = certify_seconds or {}
+    where = f" Dataset: {dataset} (the paper: {PAPER_DATASETS.get(artefact, 'CIFAR-10')})." if dataset else ""
+    if not sources:
+        return Table(["Note"], [[f"nothing to report: the configuration provides no input for {artefact}.{note}"]],
+                     set(), f"{artefact}: skipped.{where}{note}", [])
+    if artefact in ("table1", "table4"):
+        sigmas = sorted({s.sigma for s in sources})
+        labels = list(dict.fromkeys(s.label for s in sources))
+        by = {(s.label, s.sigma): s for s in sources}
+        header = ["Methods", *[f"σ={float(s):g}" for s in sigmas]]
+        rows, values, records = [], [], []
+        for label in labels:
+            cells, vals = [label], []
+            for sigma in sigmas:
+                src = by.get((label, sigma))
+                if src is None:
+                    cells.append("–")
+                    vals.append(None)
+                    continue
+                st = stats[src]
+                cells.append(f"{st['acr']:.3f} ({_pct(st['accuracy'])})")
+                vals.append(st["acr"])
+                records += [_record(artefact, sigma, label, "acr", st["acr"]),
+                            _record(artefact, sigma, label, "accuracy", st["accuracy"])]
+            if artefact == "table4":
+                hours = [train_hours[by[(label, s)]] for s in sigmas if (label, s) in by and by[(label, s)] in train_hours]
+                cells.append(f"{sum(hours) / len(hours):.2f}h" if hours else "–")
+            rows.append(cells)
+            values.append(vals)
+        if artefact == "table4":
+            header.append("Time")
+        caption = (f"ACR with clean accuracy in parentheses"
+                   f"{'; Time = mean training hours per model' if artefact == 'table4' else ''}; best ACR in bold.")
+        return Table(header, rows, _best(values, 1), caption + where + note, records)
+    if artefact == "table2":
+        header = ["Models", "T", "m", "ε", "Epochs", "ACR", "Time"]
+        rows, records = [], []
+        for src in sources:
+            h = hparams.get(src, {})
+            hours = train_hours.get(src)
+            is_macer = src.name == "macer"
+            rows.append([f"{src.label} (σ={float(src.sigma):.2f})",
+                         "NA" if is_macer else str(h.get("attack_steps", "–")), str(h.get("num_noise_vec", "–")),
+                         "NA" if is_macer else f"{h.get('epsilon', float('nan')):g}", str(h.get("epochs", "–")),
+                         f"{stats[src]['acr']:.3f}", f"{hours:.2f}h" if hours is not None else "–"])
+            records.append(_record(artefact, src.sigma, src.label, "acr", stats[src]["acr"]))
+            if hours is not None:
+                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours))
+        caption = "Model configuration and training cost (training hours measured by the workflow); ACR for comparison."
+        return Table(header, rows, set(), caption + where + note, records)
+    if artefact == "table3":
+        header = ["Model", "Accuracy", "ACR", "Certificate time"]
+        rows, values, records = [], [], []
+        for src in sources:
+            label = "AdvMacer (no ensemble)" if src.single else SCHEMES[src.scheme].label + ("" if SCHEMES[src.scheme].sound else " †")
+            row_key = "AdvMacer" if src.single else src.scheme
+            st = stats[src]
+            seconds = certify_seconds.get(src)
+            rows.append([label, f"{st['accuracy']:.3f}", f"{st['acr']:.3f}", f"{seconds:.2f}s" if seconds is not None else "–"])
+            values.append([st["accuracy"], st["acr"]])
+            records += [_record(artefact, src.sigma, row_key, "accuracy", st["accuracy"]),
+                        _record(artefact, src.sigma, row_key, "acr", st["acr"])]
+            if seconds is not None:
+                records.append(_record(artefact, src.sigma, row_key, "certify_seconds", seconds))
+        caption = (f"Weighted 2-ensembles of AdvMacer at σ={float(sources[0].sigma):.2f}: clean accuracy, ACR and "
+                   "certification time per image (ensembles: members' forward passes plus the reduction). "
+                   "† weights depend on the test point (not a sound certificate).")
+        return Table(header, rows, _best(values, 1), caption + where + note, records)
+    if artefact in SWEEP_SIGMA_TABLES:
+        sigma = sources[0].sigma
+        radius_cols = [f"r={r:g}" for r in TABLE_RADII]
+        header = ["Model", *[f"{r:g}" for r in TABLE_RADII], "ACR"]
+        rows, values, records = [], [], []
+        for src in sources:
+            st = stats[src]
+            vals = [st[c] for c in radius_cols] + [st["acr"]]
+            rows.append([src.label, *[f"{v:.3f}" for v in vals]])
+            values.append(vals)
+            records += [_record(artefact, sigma, src.label, c, st[c]) for c in radius_cols]
+            records.append(_record(artefact, sigma, src.label, "acr", st["acr"]))
+        caption = (f"Certified accuracy at each L2 radius and ACR, σ={float(sigma):.2f}; best per column in bold.")
+        return Table(header, rows, _best(values, 1), caption + where + note, records)
+    if artefact == "table8":
+        header = ["σ", "Model", "Accuracy", "ACR", "Training time"]
+        rows, values, records = [], [], []
+        for src in sources:
+            st = stats[src]
+            hours = train_hours.get(src)
+            rows.append([f"{float(src.sigma):.2f}", src.label, _pct(st["accuracy"]), f"{st['acr']:.3f}",
+                         f"{hours:.2f}h" if hours is not None else "NA"])
+            values.append([st["accuracy"], st["acr"]])
+            records += [_record(artefact, src.sigma, src.label, "accuracy", st["accuracy"]),
+                        _record(artefact, src.sigma, src.label, "acr", st["acr"])]
+            if hours is not None:
+                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours))
+        bold: set[tuple[int, int]] = set()
+        for sigma in sorted({s.sigma for s in sources}):
+            idx = [i for i, s in enumerate(sources) if s.sigma == sigma]
+            bold |= {(idx[i], j) for i, j in _best([values[i] for i in idx], 2)}
+        caption = "Clean accuracy, ACR and training time (ensembles: NA, as in the paper); best per σ in bold."
+        return Table(header, rows, bold, caption + where + note, records)
+    raise ValueError(f"{artefact} is not a table")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+def plot_figure1(curves: Mapping[str, Any], path: str, sigma: str) -> list[dict[str, Any]]:
+    """Figure 1: best ACR seen so far vs training hours (ACR estimated every few epochs during
+    training, :mod:`rslib.training.curves`), one line per method. Returns the plotted points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    points = []
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for label, df in curves.items():
+        hours = df["train_seconds"].to_numpy() / 3600.0
+        best = df["acr"].cummax().to_numpy()
+        ax.plot(hours, best, marker="o", markersize=3, label=label)
+        points += [{"model": label, "hours": float(h), "best_acr": float(b)} for h, b in zip(hours, best)]
+    ax.set(xlabel="training time (hours)", ylabel="best ACR so far", title=f"σ={float(sigma):.2f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="pdf")
+    plt.close(fig)
+    return points
+
+
+def plot_figure3(series: Mapping[str, Mapping[int, float]], path: str, sigma: str) -> None:
+    """Figure 3: ACR vs number of ensemble components, one line per family
+    (N×AdvMacer; AdvMacer×1 + n SmoothAdv)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for label, points in series.items():
+        sizes = sorted(points)
+        ax.plot(sizes, [points[k] for k in sizes], marker="o", label=label)
+    ax.set(xlabel="number of ensemble components", ylabel="ACR", title=f"σ={float(sigma):.2f}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="pdf")
+    plt.close(fig)
+
+
+def figure3_series(sources: Sequence[Source], acr: Mapping[Source, float]) -> dict[str, dict[int, float]]:
+    """Group Figure 3's sources into its two families by ensemble size (the single AdvMacer is
+    size 1 of both)."""
+    from .schemes import parse_ensemble_name
+
+    series: dict[str, dict[int, float]] = {"N×AdvMacer": {}, "AdvMacer×1+SmoothAdv×n": {}}
+    for src in sources:
+        if src.single:
+            for points in series.values():
+                points[1] = acr[src]
+            continue
+        parts = dict(parse_ensemble_name(src.name))
+        size = sum(parts.values())
+        family = "N×AdvMacer" if set(parts) == {"advmacer"} else "AdvMacer×1+SmoothAdv×n"
+        series[family][size] = acr[src]
+    return series
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points of the workflow scripts
+# ---------------------------------------------------------------------------------------------
+def _stats_by_source(sources: Sequence[Source], certificates: Sequence[str]) -> dict[Source, dict[str, float]]:
+    from .analysis import read_certificates, summarize
+
+    return {s: summarize(read_certificates(p), TABLE_RADII) for s, p in zip(sources, certificates)}
+
+
+def _mean_time(path: str) -> float:
+    from .analysis import read_certificates
+
+    return float(read_certificates(path)["time"].mean())
+
+
+def write_table(
+    artefact: str,
+    sources: Sequence[Source],
+    certificates: Sequence[str],
+    curves: Sequence[str],
+    hparams: Sequence[Mapping[str, Any]],
+    members: Sequence[Source],
+    member_certificates: Sequence[str],
+    dataset: str | None,
+    out_tex: str,
+    out_csv: str,
+) -> Table:
+    """Build ``artefact`` from its sources' certificates (and, for singles, training curves) and
+    write the standalone LaTeX table and its long-format CSV (the comparison's input)."""
+    import pandas as pd
+
+    from .analysis import latex_table
+    from .io import atomic_path
+
+    stats = _stats_by_source(sources, certificates)
+    singles = [s for s in sources if s.single]
+    train_hours = {s: float(pd.read_csv(c)["train_seconds"].iloc[-1]) / 3600.0 for s, c in zip(singles, curves)}
+    # Table 3: an ensemble's time is its reduction plus every member's forward passes
+    member_seconds = {(m.dataset, m.sigma, m.name, m.seed): _mean_time(p) for m, p in zip(members, member_certificates)}
+    seeds: dict[str, list[int]] = {}
+    for m in members:  # in configured seed order (see rules/common.smk: artefact_members)
+        if m.seed not in seeds.setdefault(m.name, []):
+            seeds[m.name].append(m.seed)
+    certify_seconds = {}
+    for s, path in zip(sources, certificates):
+        if s.single:
+            certify_seconds[s] = _mean_time(path)
+        elif members:
+            certify_seconds[s] = _mean_time(path) + sum(
+                member_seconds[(m.dataset, m.sigma, m.name, m.seed)] for m in member_sources(s, seeds))
+    note = ""
+    if dataset is not None and artefact in SWEEP_SIGMA_TABLES and not sources:
+        note = f" σ={SWEEP_SIGMA_TABLES[artefact]} is not configured for {dataset} in this run."
+    table = build_table(artefact, sources, stats, train_hours=train_hours,
+                        hparams=dict(zip(sources, hparams)), certify_seconds=certify_seconds,
+                        dataset=dataset, note=note)
+    with atomic_path(out_tex) as tmp, open(tmp, "w") as f:
+        f.write(latex_table(table.header, table.rows, caption=table.caption, bold=table.bold))
+    with atomic_path(out_csv) as tmp:
+        pd.DataFrame.from_records(table.records, columns=["table", "sigma", "row", "metric", "value"]).to_csv(tmp, index=False)
+    return table
+
+
+def write_figure(
+    artefact: str, sources: Sequence[Source], certificates: Sequence[str], curves: Sequence[str], sigma: str,
+    out_pdf: str, out_csv: str,
+) -> None:
+    """Figure 1 (training curves of the singles) or Figure 3 (ACR by ensemble size) and the
+    plotted values as CSV."""
+    import pandas as pd
+
+    from .analysis import average_certified_radius, read_certificates
+    from .io import atomic_path
+
+    if artefact == "figure1":
+        singles = [s for s in sources if s.single]
+        points = plot_figure1({s.label: pd.read_csv(c) for s, c in zip(singles, curves)}, out_pdf, sigma)
+        frame = pd.DataFrame.from_records(points, columns=["model", "hours", "best_acr"])
+    elif artefact == "figure3":
+        acr = {s: average_certified_radius(read_certificates(p)) for s, p in zip(sources, certificates)}
+        series = figure3_series(sources, acr)
+        plot_figure3(series, out_pdf, sigma)
+        frame = pd.DataFrame.from_records(
+            [{"family": f, "components": k, "acr": v} for f, pts in series.items() for k, v in sorted(pts.items())],
+            columns=["family", "components", "acr"])
+    else:
+        raise ValueError(f"{artefact} is not a figure")
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)

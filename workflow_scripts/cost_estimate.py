@@ -1,0 +1,43 @@
+"""Rule cost_estimate: GPU-hours of the configured run = measured seconds per step × steps of
+the configured grid (rslib.costs)."""
+
+import json
+import sys
+from pathlib import Path
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+
+from rslib.costs import estimate_gpu_hours, markdown_table, summarize_estimate
+from rslib.io import atomic_path, write_text
+from rslib.workflow import run_logged
+
+params = snakemake.params
+
+
+def main():
+    measured = json.loads(Path(snakemake.input.measured).read_text())
+    data = snakemake.input.data
+    n_train = {}
+    for path in [data] if isinstance(data, str) else list(data):
+        meta = json.loads(Path(path).read_text())
+        n_train[meta.get("name", Path(path).parent.name)] = int(meta["n_train"])
+    df = estimate_gpu_hours(list(params.train_jobs), list(params.certify_jobs), measured, n_train)
+    with atomic_path(snakemake.output.csv) as tmp:
+        df.to_csv(tmp, index=False)
+    devices = sorted({str(r.get("device", "unknown")) for r in measured})
+    summary = summarize_estimate(df)
+    text = (
+        "# Estimated GPU-hours of the configured run\n\n"
+        + markdown_table(summary)
+        + f"\nCosts measured on: {', '.join(devices) or 'unknown'}.\n\n"
+        "The estimate = measured seconds per step × steps of the configured grid (training: epochs × "
+        "ceil((training images − held-out) / batch size) optimisation steps; certification: images × "
+        "(n0 + n) noisy samples). It leaves out data loading from disk, checkpoints, training curves "
+        "and job start-up.\n"
+    )
+    write_text(snakemake.output.md, text)
+    print(text, file=sys.stderr, flush=True)
+
+
+run_logged(snakemake.log[0], main)

@@ -1,0 +1,40 @@
+"""Rule pseudo_outputs: one member's pseudo-model outputs (000 Alg. 2) for one shard of the
+evaluation subset, for ensembles certified with per-point EsbRS weights."""
+
+import sys
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
+
+from rslib.workflow import evaluation_subset, run_logged
+
+wc, params = snakemake.wildcards, snakemake.params
+
+
+def main():
+    import numpy as np
+    import torch
+
+    from rslib.certify import shard_ranges
+    from rslib.checkpoint import load_model
+    from rslib.data import load_split
+    from rslib.ensembles import compute_pseudo_outputs
+    from rslib.io import atomic_path
+    from rslib.schemes import member_key
+    from rslib.training import resolve_device
+
+    torch.set_num_threads(snakemake.threads)
+    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+    start, stop = shard_ranges(params.eval["eval_max_images"], params.num_shards)[int(wc.shard)]
+    device = resolve_device(params.device)
+    model, _, _ = load_model(snakemake.input.model, dataset=wc.dataset, sigma=float(wc.sigma), device=device)
+    pseudo = compute_pseudo_outputs(
+        model, load_split(snakemake.input.data, "test"), subset[start:stop], params.noise_seed, float(wc.sigma),
+        dict(params.perturbation, member_key=member_key(wc.method, int(wc.seed))), params.batch_size, device,
+    )
+    with atomic_path(snakemake.output[0]) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: v.numpy() for k, v in pseudo.items()})
+    print(f"pseudo-model outputs of {stop - start} images: {tuple(pseudo['perturbation'].shape)}")
+
+
+run_logged(snakemake.log[0], main)
