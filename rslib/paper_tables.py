@@ -286,9 +286,9 @@ def build_table(
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
-def plot_figure1(curves: Mapping[str, Any], path: str, sigma: str) -> list[dict[str, Any]]:
-    """Figure 1: best ACR seen so far vs training hours (ACR estimated every few epochs during
-    training, :mod:`rslib.training.curves`), one line per method. Returns the plotted points."""
+def _line_figure(path: str, lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+                 sigma: str, integer_x: bool = False, **style: Any) -> None:
+    """One small PDF line plot (the paper's single-panel figures), written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,45 +296,38 @@ def plot_figure1(curves: Mapping[str, Any], path: str, sigma: str) -> list[dict[
 
     from .io import atomic_path
 
-    points = []
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    for label, df in curves.items():
-        hours = df["train_seconds"].to_numpy() / 3600.0
-        best = df["acr"].cummax().to_numpy()
-        ax.plot(hours, best, marker="o", markersize=3, label=label)
-        points += [{"model": label, "hours": float(h), "best_acr": float(b)} for h, b in zip(hours, best)]
-    ax.set(xlabel="training time (hours)", ylabel="best ACR so far", title=f"σ={float(sigma):.2f}")
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, marker="o", label=label, **style)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"σ={float(sigma):.2f}")
+    if integer_x:
+        ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="pdf")
     plt.close(fig)
+
+
+def plot_figure1(curves: Mapping[str, Any], path: str, sigma: str) -> list[dict[str, Any]]:
+    """Figure 1: best ACR seen so far vs training hours (ACR estimated every few epochs during
+    training, :mod:`rslib.training.curves`), one line per method. Returns the plotted points."""
+    lines, points = {}, []
+    for label, df in curves.items():
+        hours = (df["train_seconds"] / 3600.0).tolist()
+        best = df["acr"].cummax().tolist()
+        lines[label] = (hours, best)
+        points += [{"model": label, "hours": h, "best_acr": b} for h, b in zip(hours, best)]
+    _line_figure(path, lines, "training time (hours)", "best ACR so far", sigma, markersize=3)
     return points
 
 
 def plot_figure3(series: Mapping[str, Mapping[int, float]], path: str, sigma: str) -> None:
     """Figure 3: ACR vs number of ensemble components, one line per family
     (N×AdvMacer; AdvMacer×1 + n SmoothAdv)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    for label, points in series.items():
-        sizes = sorted(points)
-        ax.plot(sizes, [points[k] for k in sizes], marker="o", label=label)
-    ax.set(xlabel="number of ensemble components", ylabel="ACR", title=f"σ={float(sigma):.2f}")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="pdf")
-    plt.close(fig)
+    lines = {label: (sorted(pts), [pts[k] for k in sorted(pts)]) for label, pts in series.items()}
+    _line_figure(path, lines, "number of ensemble components", "ACR", sigma, integer_x=True)
 
 
 def figure3_series(sources: Sequence[Source], acr: Mapping[Source, float]) -> dict[str, dict[int, float]]:

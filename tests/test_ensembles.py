@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from rslib.certify import HEADER
 from rslib.ensembles import (
@@ -27,6 +26,7 @@ from rslib.ensembles import (
 )
 from rslib.noise import NoiseStream
 from rslib.smoothing import Smooth
+from tiny_models import tiny_model
 
 SIGMA = 0.25
 ALPHA = 0.001
@@ -41,17 +41,6 @@ RULE_SPECS = {name: {} for name in RULES} | {
     "k_consensus": {"k": 2},
     "sween_adaptive": {"threshold": 0.5, "alpha": 0.99},
 }
-
-
-def tiny_model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    with torch.no_grad():
-        # scaled weights make decisions noise-dependent (the rules then disagree on many
-        # samples) while the biases keep some images certifiable at σ = 0.25
-        model[1].weight.mul_(3.0)
-        model[1].bias.copy_(torch.randn(3))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from rslib.ensemble_certify import certify_scheme_direct, certify_scheme_from_outputs, fit_weights, point_optimal_weights
 from rslib.ensembles import compute_member_outputs, soft_rule
 from rslib.noise import NoiseStream, mix_seed
 from rslib.schemes import SCHEMES, ensemble_label, ensemble_members, get_scheme, member_key, parse_ensemble_name
 from rslib.weights import estimate_coefficients, make_pseudo_models, optimal_weights_k2, pseudo_model_probabilities
+from tiny_models import tiny_model
 
 SIGMA, ALPHA, N0, N, BATCH, SEED = 0.25, 0.001, 100, 300, 300, 3
 IMAGES = [0, 2, 4, 6, 7]
@@ -21,15 +21,6 @@ SETTINGS = {
     "sween": {"noise_draws": 2, "steps": 30, "lr": 0.1, "threshold": 0.6, "alpha": 0.5},
     "k_consensus": {"k": 2},
 }
-
-
-def tiny_model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    with torch.no_grad():
-        model[1].weight.mul_(3.0)  # noise-dependent decisions, so the schemes disagree
-        model[1].bias.copy_(torch.randn(3))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
