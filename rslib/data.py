@@ -82,6 +82,9 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     format: str = "npz"
+    #: size of the training split once prepared (ImageNet: the standard ILSVRC2012 train set);
+    #: lets the GPU-hour estimate run before any dataset is downloaded
+    train_images: int = 0
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -90,13 +93,13 @@ DATASETS: dict[str, DatasetInfo] = {
     # divided by 255), mean and population std over all its pixels:
     # 0.305276... and 0.375810..., rounded to 4 decimals.
     # tests/test_data.py recomputes them.
-    "digits": DatasetInfo("digits", 10, (1, 8, 8), (0.3053,), (0.3758,)),
+    "digits": DatasetInfo("digits", 10, (1, 8, 8), (0.3053,), (0.3758,), train_images=1297),
     # CIFAR-10 values as used in Cohen et al.'s randomized-smoothing code.
     "cifar10": DatasetInfo(
-        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), train_images=50000
     ),
     "svhn": DatasetInfo(
-        "svhn", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
+        "svhn", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), train_images=73257
     ),
     "imagenet": DatasetInfo(
         "imagenet",
@@ -105,6 +108,7 @@ DATASETS: dict[str, DatasetInfo] = {
         (0.485, 0.456, 0.406),
         (0.229, 0.224, 0.225),
         format="imagefolder",
+        train_images=1281167,
     ),
 }
 

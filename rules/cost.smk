@@ -29,7 +29,6 @@ rule measure_costs:
 rule cost_estimate:
     input:
         measured=rules.measure_costs.output[0],
-        data=[f"{DATA}/{d}/meta.json" for d in config["datasets"]],
     output:
         csv=f"{RESULTS}/cost_estimate.csv",
         md=report(f"{RESULTS}/cost_estimate.md", caption="../report/cost.rst", category="Cost"),

@@ -111,14 +111,11 @@ def test_scripts(tmp_path):
     records = json.loads(measured.read_text())
     assert {r["kind"] for r in records} == {"train", "certify"} and {r["device"] for r in records} == {"cpu"}
 
-    meta = tmp_path / "data" / "digits" / "meta.json"
-    meta.parent.mkdir(parents=True)
-    meta.write_text(json.dumps({"name": "digits", "n_train": 1297}))
     certify = [{"dataset": "digits", "arch": "small_cnn", "model": "gaussian-0.25", "images": 10, "samples_per_image": 200}]
     out = SimpleNamespace(csv=str(tmp_path / "estimate.csv"), md=str(tmp_path / "estimate.md"))
     _run_script(
         "cost_estimate.py",
-        input=SimpleNamespace(measured=str(measured), data=[str(meta)]),
+        input=SimpleNamespace(measured=str(measured)),
         params=SimpleNamespace(train_jobs=jobs, certify_jobs=certify),
         output=out, log=[str(tmp_path / "estimate.log")],
     )

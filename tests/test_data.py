@@ -603,3 +603,10 @@ def test_heldout_split_is_fixed_disjoint_and_complete():
     assert heldout_split(1297, 0) == (list(range(1297)), [])
     with pytest.raises(DataError, match="cannot hold out 1297 of 1297"):
         heldout_split(1297, 1297)
+
+
+def test_registered_training_set_size_matches_the_prepared_digits(digits_meta: Path) -> None:
+    """The cost estimate uses DatasetInfo.train_images instead of a prepared dataset."""
+    meta = json.loads(digits_meta.read_text())
+    assert dataset_info("digits").train_images == meta["n_train"] == 1297
+    assert dataset_info("cifar10").train_images == 50000 and dataset_info("svhn").train_images == 73257

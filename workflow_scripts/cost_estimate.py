@@ -16,12 +16,11 @@ params = snakemake.params
 
 
 def main():
+    from rslib.data import dataset_info
+
     measured = json.loads(Path(snakemake.input.measured).read_text())
-    data = snakemake.input.data
-    n_train = {}
-    for path in [data] if isinstance(data, str) else list(data):
-        meta = json.loads(Path(path).read_text())
-        n_train[meta.get("name", Path(path).parent.name)] = int(meta["n_train"])
+    # training-set sizes from the dataset registry: the estimate needs no downloaded dataset
+    n_train = {job["dataset"]: dataset_info(job["dataset"]).train_images for job in params.train_jobs}
     df = estimate_gpu_hours(list(params.train_jobs), list(params.certify_jobs), measured, n_train)
     with atomic_path(snakemake.output.csv) as tmp:
         df.to_csv(tmp, index=False)
