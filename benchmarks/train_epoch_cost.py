@@ -3,8 +3,9 @@ printed as ratios to Gaussian training (the paper's claim: AdvMacer costs what S
 ``000`` Sec. 3.1 "Discussion" (II) and Sec. 4).
 
 Each method uses its own hyper-parameters from the configuration (m, T, batch size, ...) for the
-chosen dataset and σ. Steps are timed at ``batch_size × --batch-scale`` images on random
-CIFAR-sized inputs; the epoch cost is projected as (seconds per step) × (steps per epoch at the
+chosen dataset and σ. Steps (``rslib.costs.time_train_step``: the training loop's own step, at
+the last epoch) are timed at ``batch_size × --batch-scale`` images on random inputs of the
+dataset's shape; the epoch cost is projected as (seconds per step) × (steps per epoch at the
 configured batch size) / batch-scale, i.e. assuming cost linear in the batch (state it when you
 quote a projection measured with --batch-scale < 1). With a GPU, run it at --batch-scale 1:
 
@@ -19,18 +20,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from rslib.models import build_model
+from rslib.costs import time_train_step
+from rslib.data import dataset_info
 from rslib.training import METHODS
-from rslib.training.loop import OptimConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_SIZE = {"cifar10": 50_000, "svhn": 73_257, "digits": 1_297}
 
 
 def method_hparams(config: dict, method: str, dataset: str, sigma: str) -> dict | None:
@@ -42,34 +41,6 @@ def method_hparams(config: dict, method: str, dataset: str, sigma: str) -> dict 
         if f"{float(key):.2f}" == sigma:
             hparams.update(override)
     return hparams
-
-
-def time_steps(method_name: str, hparams: dict, sigma: float, arch: str, batch: int, steps: int, device) -> float:
-    torch.manual_seed(0)
-    model = build_model(arch, 10, 3, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2)).to(device).train()
-    method = METHODS[method_name](sigma, hparams)
-    optim = OptimConfig.from_hparams(hparams)
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-    x = torch.rand(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-    epoch = int(hparams.get("warmup_epochs", 0))  # past the ε warm-up: full-strength attacks
-
-    def step():
-        out = method.loss(model, x, y, epoch)
-        loss = out[0] if isinstance(out, tuple) else out
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -96,8 +67,10 @@ def main() -> None:
         if hparams is None:
             continue
         batch = max(1, round(int(hparams["batch_size"]) * args.batch_scale))
-        per_step = time_steps(name, hparams, float(sigma), args.arch, batch, args.steps, device)
-        steps_per_epoch = math.ceil(TRAIN_SIZE[args.dataset] / int(hparams["batch_size"]))
+        # one step exactly as the training loop runs it (rslib.costs, also behind the GPU-hour estimate)
+        per_step = time_train_step(args.dataset, args.arch, name, float(sigma), dict(hparams, batch_size=batch),
+                                   device, steps=args.steps)
+        steps_per_epoch = math.ceil(dataset_info(args.dataset).train_images / int(hparams["batch_size"]))
         per_epoch = per_step * steps_per_epoch / args.batch_scale
         rows.append((name, batch, per_step, per_epoch, int(hparams["epochs"])))
     base = next(r[3] for r in rows if r[0] == "gaussian")

@@ -24,6 +24,11 @@ COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 HEADER = "\t".join(COLUMNS) + "\n"
 
 
+def certificate_row(index: int, label: int, prediction: int, radius: float, seconds: float) -> str:
+    """One TSV line in :data:`COLUMNS` order: radius unrounded (``repr``), time in seconds."""
+    return f"{int(index)}\t{int(label)}\t{prediction}\t{radius!r}\t{int(prediction == int(label))}\t{seconds:.6f}\n"
+
+
 def shard_ranges(num_images: int, num_shards: int) -> list[tuple[int, int]]:
     """Split positions ``0 .. num_images-1`` of the evaluation subset into contiguous shards of
     near-equal size. Empty shards are dropped, so there are ``min(num_shards, num_images)``."""
@@ -55,8 +60,7 @@ def certify_images(
             t0 = time.perf_counter()
             prediction, radius = smooth.certify(x, n0, n, alpha, batch_size, index=int(i))
             elapsed = time.perf_counter() - t0
-            correct = int(prediction == int(label))
-            out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{correct}\t{elapsed:.6f}\n")
+            out.write(certificate_row(i, label, prediction, radius, elapsed))
             if (k + 1) % max(1, len(indices) // 10) == 0 or k + 1 == len(indices):
                 rate = (k + 1) / (time.perf_counter() - started)
                 log(f"certified {k + 1}/{len(indices)} images ({rate:.2f} img/s)")

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .certify import HEADER
+from .certify import HEADER, certificate_row
 from .ensembles import EnsembleClassifier, PointWeights, certify_ensemble, get_rule, soft_rule
 from .io import atomic_path
 from .schemes import Scheme
 from .smoothing import Smooth
-from .weights import coefficients_from_probabilities, optimal_weights_k2, pseudo_model_probabilities, solve_weights
+from .weights import coefficients_from_probabilities, pseudo_model_probabilities, solve_weights
 
 
 def rule_for(scheme: Scheme, settings: Mapping[str, Any]) -> Callable[..., torch.Tensor]:
@@ -42,10 +42,7 @@ def point_optimal_weights(perturbation: torch.Tensor, label: int, closed_form: s
     k = 2 uses the closed form (``closed_form="as_printed"`` selects ``000``'s printed Eq. 10,
     see :mod:`rslib.weights`); k > 2 the exact simplex QP.
     """
-    coefficients = coefficients_from_probabilities(perturbation, int(label))
-    if coefficients.k == 2:
-        return optimal_weights_k2(coefficients, as_printed=closed_form == "as_printed")
-    return solve_weights(coefficients)
+    return solve_weights(coefficients_from_probabilities(perturbation, int(label)), closed_form == "as_printed")
 
 
 def _selected_class(selection_logits: torch.Tensor) -> int:
@@ -123,6 +120,14 @@ def certify_scheme_direct(
     if scheme.fitted and fitted_weights is None:
         raise ValueError(f"scheme {scheme.name} needs weights fitted on held-out data")
     fixed = torch.as_tensor(fitted_weights, dtype=torch.float32) if scheme.fitted else None
+
+    def smoothed(aggregate, weights):
+        return Smooth(EnsembleClassifier(members, aggregate, weights, output_dtype=output_dtype), num_classes, sigma,
+                      noise_seed, device)
+
+    # built once; only per-point weights need a new smoothed ensemble per image
+    average = smoothed("soft", None) if scheme.weights == "point-predicted" else None
+    fixed_smooth = None if scheme.per_point else smoothed(rule, fixed)
     used: list[list[float]] = []
     started = time.perf_counter()
     with atomic_path(out_tsv) as tmp, open(tmp, "w") as out:
@@ -134,9 +139,7 @@ def certify_scheme_direct(
             if scheme.per_point:
                 opt = settings["optimal"]
                 reference = int(label)
-                if scheme.weights == "point-predicted":
-                    average = Smooth(EnsembleClassifier(members, "soft", output_dtype=output_dtype), num_classes,
-                                     sigma, noise_seed, device)
+                if average is not None:
                     reference = int(average.sample_counts(x, n0, batch_size, int(i), "selection").argmax())
                 perturbation = torch.stack([
                     pseudo_model_probabilities(member, x, int(i), int(key), noise_seed, sigma, int(opt["n"]),
@@ -144,11 +147,10 @@ def certify_scheme_direct(
                     for member, key in zip(members, member_keys)
                 ])
                 w = point_optimal_weights(perturbation, reference, opt["closed_form"])
-            ensemble = EnsembleClassifier(members, rule, w, output_dtype=output_dtype)
-            smooth = Smooth(ensemble, num_classes, sigma, noise_seed, device)
+            smooth = smoothed(rule, w) if scheme.per_point else fixed_smooth
             prediction, radius = smooth.certify(x, n0, n, alpha, batch_size, int(i))
             elapsed = time.perf_counter() - t0
-            out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{int(prediction == int(label))}\t{elapsed:.6f}\n")
+            out.write(certificate_row(i, label, prediction, radius, elapsed))
             used.append([1.0 / k] * k if w is None else torch.as_tensor(w).double().tolist())
             if done % max(1, len(indices) // 10) == 0 or done == len(indices):
                 log(f"certified {done}/{len(indices)} images ({done / (time.perf_counter() - started):.2f} img/s)")

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from scipy.stats import norm
 from torch import nn
 
-from .certify import HEADER
+from .certify import HEADER, certificate_row
 from .io import atomic_path
 from .noise import NoiseStream
 from .smoothing import certify_from_counts, noisy_batches
@@ -96,7 +96,6 @@ def compute_member_outputs(
     sigma: float,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float16,
-    perturbation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one member on CERTIFY's selection (n0) and estimation (n) noise of every image.
 
@@ -114,11 +113,8 @@ def compute_member_outputs(
     ``selection_counts`` / ``estimation_counts`` (num_images, K) are the member's own class counts
     from its float32 logits — exactly :meth:`Smooth.sample_counts`, so the member's single-model
     certificate is a reduction too (:func:`certify_member_from_outputs`) — and ``seconds`` the
-    time its forward passes took per image.
-
-    With ``perturbation = {"member_key", "m", "n", "t", "sigma_tilde"}`` the record also holds
-    ``"perturbation"``: (num_images, m·n, K) float32 softmax outputs of the member's pseudo-models
-    for EsbRS's per-point optimal weights (:func:`rslib.weights.pseudo_model_probabilities`).
+    time its forward passes took per image. Pseudo-model outputs for per-point EsbRS weights are
+    computed separately (:func:`compute_pseudo_outputs`, :func:`attach_pseudo_outputs`).
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -130,7 +126,6 @@ def compute_member_outputs(
     labels: list[int] = []
     counts: dict[str, list[torch.Tensor]] = {"selection": [], "estimation": []}
     seconds: list[float] = []
-    perturbed: list[torch.Tensor] = []
     started = time.perf_counter()
     for done, i in enumerate(indices, start=1):
         x, label = dataset[int(i)]
@@ -141,14 +136,10 @@ def compute_member_outputs(
             store.append(logits.to(dtype))
         seconds.append(time.perf_counter() - t0)
         labels.append(int(label))
-        if perturbation is not None:
-            perturbed.append(_pseudo_outputs(model, x, int(i), noise_seed, sigma, perturbation, batch_size))
         if done % 10 == 0 or done == len(indices):
             print(f"member outputs: {done}/{len(indices)} images, {time.perf_counter() - started:.1f}s",
                   file=sys.stderr, flush=True)
-    extra = {"perturbation": torch.stack(perturbed)} if perturbation is not None else {}
     return {
-        **extra,
         "selection_counts": torch.stack(counts["selection"]),
         "estimation_counts": torch.stack(counts["estimation"]),
         "seconds": torch.tensor(seconds, dtype=torch.float64),
@@ -161,13 +152,6 @@ def compute_member_outputs(
     }
 
 
-def _pseudo_outputs(model, x, index, noise_seed, sigma, p: Mapping[str, Any], batch_size: int) -> torch.Tensor:
-    return pseudo_model_probabilities(
-        model, x, index, int(p["member_key"]), noise_seed, sigma,
-        int(p["n"]), int(p["m"]), float(p["t"]), float(p["sigma_tilde"]), batch_size,
-    ).float()
-
-
 def compute_pseudo_outputs(
     model: nn.Module,
     dataset: Any,
@@ -178,24 +162,54 @@ def compute_pseudo_outputs(
     batch_size: int,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Only the pseudo-model outputs of :func:`compute_member_outputs` (``"perturbation"``,
-    (num_images, m·n, K) float32, and ``"indices"``): the workflow stores them separately, for
-    the members of ensembles certified with per-point EsbRS weights only."""
+    """One member's pseudo-model outputs for EsbRS's per-point optimal weights, for every image:
+    ``"perturbation"`` (num_images, m·n, K) float32 softmax outputs
+    (:func:`rslib.weights.pseudo_model_probabilities`) and ``"indices"``.
+    ``perturbation = {"member_key", "m", "n", "t", "sigma_tilde"}``. Stored apart from
+    :func:`compute_member_outputs`: only members of per-point weighted ensembles need them."""
     model = model.to(torch.device(device)).eval()
-    perturbed = [_pseudo_outputs(model, dataset[int(i)][0], int(i), noise_seed, sigma, perturbation, batch_size)
-                 for i in indices]
+    p = perturbation
+    perturbed = [
+        pseudo_model_probabilities(model, dataset[int(i)][0], int(i), int(p["member_key"]), noise_seed, sigma,
+                                   int(p["n"]), int(p["m"]), float(p["t"]), float(p["sigma_tilde"]), batch_size).float()
+        for i in indices
+    ]
     return {"perturbation": torch.stack(perturbed), "indices": torch.tensor([int(i) for i in indices])}
 
 
-def save_outputs(path: str | os.PathLike, outputs: Mapping[str, Any]) -> None:
-    """Write member outputs as an uncompressed ``.npz``, atomically (SPEC "Reliability")."""
-    missing = [k for k in OUTPUT_KEYS if k not in outputs]
-    if missing:
-        raise ValueError(f"member outputs lack {', '.join(missing)}")
-    arrays = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in outputs.items()}
+def _save_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
+    """An uncompressed ``.npz``, written atomically (SPEC "Reliability")."""
+    arrays = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in arrays.items()}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         # a file object, not a name: np.savez would append ".npz" to the temporary name
         np.savez(f, **arrays)
+
+
+def save_outputs(path: str | os.PathLike, outputs: Mapping[str, Any]) -> None:
+    """Write member outputs (:func:`compute_member_outputs`)."""
+    missing = [k for k in OUTPUT_KEYS if k not in outputs]
+    if missing:
+        raise ValueError(f"member outputs lack {', '.join(missing)}")
+    _save_npz(path, outputs)
+
+
+def save_pseudo_outputs(path: str | os.PathLike, pseudo: Mapping[str, torch.Tensor]) -> None:
+    """Write pseudo-model outputs (:func:`compute_pseudo_outputs`)."""
+    _save_npz(path, {k: pseudo[k] for k in ("perturbation", "indices")})
+
+
+def attach_pseudo_outputs(outputs: dict[str, Any], shards: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Add a member's pseudo-model outputs (its shards, in order) to its outputs as
+    ``"perturbation"``, checking that both cover the same images."""
+    parts = []
+    for path in shards:
+        with np.load(path, allow_pickle=False) as data:
+            parts.append((np.array(data["indices"]), np.array(data["perturbation"])))
+    indices = np.concatenate([i for i, _ in parts])
+    if not np.array_equal(indices, torch.as_tensor(outputs["indices"]).numpy()):
+        raise ValueError("pseudo-model outputs cover other images than the member's outputs")
+    outputs["perturbation"] = torch.from_numpy(np.concatenate([p for _, p in parts]))
+    return outputs
 
 
 def load_outputs(path: str | os.PathLike) -> dict[str, Any]:
@@ -417,8 +431,7 @@ def certify_member_from_outputs(
             prediction, radius = certify_from_counts(
                 outputs["selection_counts"][pos], outputs["estimation_counts"][pos], alpha, sigma
             )
-            seconds = float(outputs["seconds"][pos])
-            out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{int(prediction == int(label))}\t{seconds:.6f}\n")
+            out.write(certificate_row(i, label, prediction, radius, float(outputs["seconds"][pos])))
 
 
 def _check_compatible(outputs_list: Sequence[Mapping[str, Any]]) -> None:
@@ -493,8 +506,7 @@ def certify_ensemble(
             w = weights(pos, int(label), selection) if callable(weights) else fixed
             prediction, radius = certify_from_outputs(selection, estimation, fn, w, alpha, sigma)
             elapsed = time.perf_counter() - t0
-            correct = int(prediction == int(label))
-            out.write(f"{int(i)}\t{int(label)}\t{prediction}\t{radius!r}\t{correct}\t{elapsed:.6f}\n")
+            out.write(certificate_row(i, label, prediction, radius, elapsed))
             used.append([1.0 / members] * members if w is None else torch.as_tensor(w).double().tolist())
     log(f"certified ensemble of {members} members on {len(indices)} images in {time.perf_counter() - started:.2f}s")
     return used

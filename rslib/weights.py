@@ -432,12 +432,13 @@ def optimal_weights_qp(
     return torch.from_numpy(best)
 
 
-def solve_weights(coefficients: Coefficients) -> torch.Tensor:
-    """Closed form (Eq. 10) for k = 2, exact QP (:func:`optimal_weights_qp`) for k > 2."""
+def solve_weights(coefficients: Coefficients, as_printed: bool = False) -> torch.Tensor:
+    """Closed form (Eq. 10) for k = 2 (``as_printed``: the printed coefficients, see
+    :func:`quadratic_coefficients_k2`), exact QP (:func:`optimal_weights_qp`) for k > 2."""
     if coefficients.k == 1:
         return torch.ones(1, dtype=torch.float64)
     if coefficients.k == 2:
-        return optimal_weights_k2(coefficients)
+        return optimal_weights_k2(coefficients, as_printed)
     return optimal_weights_qp(coefficients)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rslib.ensemble_certify import certify_scheme_direct, certify_scheme_from_outputs, fit_weights, point_optimal_weights
-from rslib.ensembles import compute_member_outputs, soft_rule
+from rslib.ensembles import compute_member_outputs, compute_pseudo_outputs, soft_rule
 from rslib.noise import NoiseStream, mix_seed
 from rslib.schemes import SCHEMES, ensemble_label, ensemble_members, get_scheme, member_key, parse_ensemble_name
 from rslib.weights import estimate_coefficients, make_pseudo_models, optimal_weights_k2, pseudo_model_probabilities
@@ -40,8 +40,9 @@ KEYS = [member_key("gaussian", s) for s in (0, 1, 2)]
 @pytest.fixture(scope="module")
 def stored(members, dataset):
     return [
-        compute_member_outputs(m, dataset, IMAGES, N0, N, BATCH, SEED, SIGMA, dtype=torch.float32,
-                               perturbation=dict(SETTINGS["optimal"], member_key=key))
+        {**compute_member_outputs(m, dataset, IMAGES, N0, N, BATCH, SEED, SIGMA, dtype=torch.float32),
+         "perturbation": compute_pseudo_outputs(m, dataset, IMAGES, SEED, SIGMA,
+                                                dict(SETTINGS["optimal"], member_key=key), BATCH)["perturbation"]}
         for m, key in zip(members, KEYS)
     ]
 

@@ -19,7 +19,7 @@ def main():
 
     from rslib import provenance
     from rslib.ensemble_certify import certify_scheme_direct, certify_scheme_from_outputs
-    from rslib.ensembles import concat_outputs, load_outputs
+    from rslib.ensembles import attach_pseudo_outputs, concat_outputs, load_outputs
     from rslib.io import write_json
     from rslib.schemes import get_scheme, member_key
     from rslib.training import resolve_device
@@ -38,14 +38,9 @@ def main():
         outputs = [concat_outputs([load_outputs(p) for p in shards[k * per_member:(k + 1) * per_member]])
                    for k in range(len(members))]
         if snakemake.input.pseudo:  # per-point EsbRS weights: the members' pseudo-model outputs
-            import numpy as np
-
             pseudo = list(snakemake.input.pseudo)
             for k, out in enumerate(outputs):
-                parts = [np.load(p) for p in pseudo[k * per_member:(k + 1) * per_member]]
-                if not np.array_equal(np.concatenate([q["indices"] for q in parts]), out["indices"].numpy()):
-                    raise ValueError(f"pseudo-model outputs of member {k} cover other images than its outputs")
-                out["perturbation"] = torch.from_numpy(np.concatenate([q["perturbation"] for q in parts]))
+                attach_pseudo_outputs(out, pseudo[k * per_member:(k + 1) * per_member])
         loaded = time.perf_counter()
         used = certify_scheme_from_outputs(outputs, scheme, params.settings, certify["alpha"], sigma,
                                            snakemake.output.tsv, fitted)

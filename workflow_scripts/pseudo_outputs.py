@@ -12,14 +12,12 @@ wc, params = snakemake.wildcards, snakemake.params
 
 
 def main():
-    import numpy as np
     import torch
 
     from rslib.certify import shard_ranges
     from rslib.checkpoint import load_model
     from rslib.data import load_split
-    from rslib.ensembles import compute_pseudo_outputs
-    from rslib.io import atomic_path
+    from rslib.ensembles import compute_pseudo_outputs, save_pseudo_outputs
     from rslib.schemes import member_key
     from rslib.training import resolve_device
 
@@ -32,8 +30,7 @@ def main():
         model, load_split(snakemake.input.data, "test"), subset[start:stop], params.noise_seed, float(wc.sigma),
         dict(params.perturbation, member_key=member_key(wc.method, int(wc.seed))), params.batch_size, device,
     )
-    with atomic_path(snakemake.output[0]) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{k: v.numpy() for k, v in pseudo.items()})
+    save_pseudo_outputs(snakemake.output[0], pseudo)
     print(f"pseudo-model outputs of {stop - start} images: {tuple(pseudo['perturbation'].shape)}")
 
 
