@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--ensemble", default="advmacer:3")
     p.add_argument("--scheme", default="average")
     p.add_argument("--images", type=int, default=100)
-    p.add_argument("--every", type=int, default=5)
+    p.add_argument("--stride", type=int, default=1, help="evaluation stride (the demo and the paper: first images)")
     p.add_argument("--n0", type=int, default=100)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1000)
@@ -59,7 +59,7 @@ def main() -> None:
     keys = [member_key(m, s) for m, s in members]
     meta = Path(args.data) / args.dataset / "meta.json"
     test = load_split(meta, "test")
-    indices = evaluation_indices(json.loads(meta.read_text())["n_test"], args.every, args.images)
+    indices = evaluation_indices(json.loads(meta.read_text())["n_test"], 0, args.stride, args.images)
     scheme = get_scheme(args.scheme)
     print(f"{args.ensemble} ({scheme.label}) on {len(indices)} {args.dataset} images, n0={args.n0}, n={args.n}, {device}")
 

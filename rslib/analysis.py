@@ -19,11 +19,79 @@ from .certify import COLUMNS
 from .io import atomic_path
 
 
+def parse_seconds(value: object) -> float:
+    """A certification time in seconds, from seconds (ours) or from the ``h:mm:ss.ffffff`` text
+    that Cohen et al.'s and the other reference repositories write (``str(datetime.timedelta)``,
+    possibly ``"1 day, 2:03:04.5"``). Raises ValueError on anything else."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    days = 0.0
+    if "day" in text:
+        head, _, text = text.partition(",")
+        days = float(head.split()[0])
+        text = text.strip()
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"time {value!r} is neither seconds nor h:mm:ss")
+    hours, minutes, seconds = (float(p) for p in parts)
+    return days * 86400.0 + hours * 3600.0 + minutes * 60.0 + seconds
+
+
 def read_certificates(path: str | os.PathLike) -> pd.DataFrame:
+    """A Cohen-style certification TSV (``idx label predict radius correct time``): ours (time
+    in seconds, radii unrounded) or a published log (time as ``h:mm:ss``, radii rounded)."""
     df = pd.read_csv(path, sep="\t", float_precision="round_trip")  # radii exactly as written
     if tuple(df.columns) != COLUMNS:
         raise ValueError(f"{path}: expected columns {COLUMNS}, got {tuple(df.columns)}")
+    if df["time"].dtype == object:
+        times = []
+        for line, value in enumerate(df["time"], start=2):
+            try:
+                times.append(parse_seconds(value))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{line}: {exc}") from None
+        df["time"] = np.asarray(times, dtype=float)
     return df
+
+
+def import_certification_log(source: str | os.PathLike, indices: Sequence[int], out_tsv: str | os.PathLike) -> dict:
+    """A published certification log (Cohen et al.'s format, as the reference repositories
+    release them) restricted to the evaluation subset ``indices``, written as our TSV (time in
+    seconds, radii as published). Returns its provenance (source path and SHA-256, rows).
+
+    A log that lacks any of ``indices`` is refused: a published row must describe the same
+    images as every other row of a table (``000`` Tables 5-7 use the first 500 test images).
+    """
+    import hashlib
+
+    from .errors import CertificateLogError
+
+    try:
+        df = read_certificates(source)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise CertificateLogError(f"published log {source}: {str(exc).splitlines()[0]}") from None
+    if df["idx"].duplicated().any():
+        raise CertificateLogError(f"published log {source}: image {int(df['idx'][df['idx'].duplicated()].iloc[0])} "
+                                  "appears twice")
+    by_index = df.set_index("idx")
+    wanted = [int(i) for i in indices]
+    missing = [i for i in wanted if i not in by_index.index]
+    if missing:
+        raise CertificateLogError(
+            f"published log {source} lacks {len(missing)} of the {len(wanted)} evaluation images "
+            f"(first missing: {missing[:5]}); it must cover the configured evaluation subset"
+        )
+    out = by_index.loc[wanted].reset_index()[list(COLUMNS)]
+    with atomic_path(out_tsv) as tmp:
+        out.to_csv(tmp, sep="\t", index=False, float_format=None)
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    return {"source": str(source), "sha256": digest, "format": "cohen-log", "rows": len(out),
+            "rows_in_source": int(len(df))}
 
 
 def average_certified_radius(df: pd.DataFrame) -> float:
@@ -45,7 +113,7 @@ def summarize(df: pd.DataFrame, radii: Iterable[float]) -> dict[str, float]:
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
     "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
-    "×": r"$\times$", "σ": r"$\sigma$", "†": r"$^\dagger$",
+    "×": r"$\times$", "σ": r"$\sigma$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}",
 }
 
 

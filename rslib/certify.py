@@ -8,7 +8,9 @@ written unrounded (shortest round-trip float) so metrics are computed on exact v
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .errors import CertificateError
 from .io import atomic_path
 from .smoothing import Smooth
 
@@ -102,24 +105,108 @@ def run_certification(
     certify_images(smooth, test_set, indices, out_tsv, n0=n0, n=n, alpha=alpha, batch_size=batch_size)
 
 
-def merge_shards(shards: Sequence[str | os.PathLike], out_tsv: str | os.PathLike, expected: Sequence[int]) -> None:
-    """Concatenate shard TSVs in order; the rows must be exactly the images ``expected``."""
+#: How to recompute one damaged shard. Snakemake does not rerun a job whose outputs exist (and
+#: deleting a shard does not rerun anything once the merged file exists), so the shard job is
+#: forced; the merge then reruns because a merged file is missing or older than the new shard.
+RECOVER_SHARD = "snakemake --force {shard} (with your run's --configfile/--profile/--cores options), then rerun your target"
+
+_INT = re.compile(r"-?[0-9]+")
+
+
+def _parse_row(fields: list[str], where: str, recover: str) -> int:
+    """Check one TSV row as :func:`certificate_row` writes it; return its image index."""
+
+    def bad(field: str, value: str, want: str) -> CertificateError:
+        return CertificateError(f"{where}: field {field!r} is {value!r}, expected {want}; recover: {recover}")
+
+    def integer(k: int, minimum: int) -> int:
+        value = fields[k]
+        if not _INT.fullmatch(value) or int(value) < minimum:
+            raise bad(COLUMNS[k], value, f"an integer >= {minimum}")
+        return int(value)
+
+    def number(k: int) -> float:
+        value = fields[k]
+        try:
+            x = float(value)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) or x < 0 or value.strip() != value:
+            raise bad(COLUMNS[k], value, "a finite number >= 0")
+        return x
+
+    index, label, prediction = integer(0, 0), integer(1, 0), integer(2, Smooth.ABSTAIN)
+    radius = number(3)
+    if prediction == Smooth.ABSTAIN and radius != 0.0:
+        raise bad("radius", fields[3], "0.0 for an abstention (predict -1)")
+    expected = str(int(prediction == label))
+    if fields[4] != expected:
+        raise bad("correct", fields[4], f"{expected} (predict {prediction}, label {label})")
+    number(5)
+    return index
+
+
+def merge_shards(
+    shards: Sequence[str | os.PathLike],
+    out_tsv: str | os.PathLike,
+    expected: Sequence[int],
+    recover: str = RECOVER_SHARD,
+) -> None:
+    """Concatenate shard TSVs in order; the rows must be exactly the images ``expected``.
+
+    Every field of every row is checked as :func:`certificate_row` writes it (idx, label ≥ 0,
+    predict ≥ −1 integers; radius finite ≥ 0, and 0 for an abstention; correct = [predict =
+    label]; time finite ≥ 0); blank lines are skipped. A damaged shard raises
+    :class:`CertificateError` naming ``file:line``, the field, and ``recover`` (formatted with
+    ``shard=``): how to recompute that shard. Nothing is written unless every row is good.
+    """
     rows: list[str] = []
+    where: list[tuple[str, int]] = []  # (shard, line) of each row
+    got: list[int] = []
     for shard in shards:
-        with open(shard) as f:
-            if f.readline() != HEADER:
-                raise ValueError(f"{shard} is not a certification TSV (bad header)")
-            for number, line in enumerate(f, start=2):
-                if not line.strip():
-                    continue
-                if len(line.rstrip("\n").split("\t")) != len(COLUMNS):
-                    raise ValueError(f"{shard}:{number}: expected {len(COLUMNS)} tab-separated fields")
-                rows.append(line if line.endswith("\n") else line + "\n")
-    got = [int(line.split("\t", 1)[0]) for line in rows]
-    if got != [int(i) for i in expected]:
-        raise ValueError(
-            f"shards cover images {got[:3]}…({len(got)}) but the evaluation subset is "
-            f"{list(expected)[:3]}…({len(expected)}); rerun the certify shards"
+        shard = str(shard)
+        fix = recover.format(shard=shard)
+        try:
+            f = open(shard)
+        except OSError as exc:
+            raise CertificateError(f"cannot read shard {shard}: {exc.strerror}; recover: {fix}") from None
+        with f:
+            try:
+                header = f.readline()
+                if header != HEADER:
+                    raise CertificateError(
+                        f"{shard}:1: bad header {header.rstrip()!r}, expected {HEADER.rstrip()!r} "
+                        f"(not a certification TSV); recover: {fix}"
+                    )
+                for number, line in enumerate(f, start=2):
+                    if not line.strip():
+                        continue
+                    fields = line.rstrip("\n").split("\t")
+                    if len(fields) != len(COLUMNS):
+                        raise CertificateError(
+                            f"{shard}:{number}: expected {len(COLUMNS)} tab-separated fields "
+                            f"({' '.join(COLUMNS)}), got {len(fields)}; recover: {fix}"
+                        )
+                    got.append(_parse_row(fields, f"{shard}:{number}", fix))
+                    where.append((shard, number))
+                    rows.append(line if line.endswith("\n") else line + "\n")
+            except UnicodeDecodeError as exc:
+                raise CertificateError(f"{shard}: not a text file ({exc.reason}); recover: {fix}") from None
+    expected = [int(i) for i in expected]
+    if got != expected:
+        k = next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        if k < len(got):
+            shard, number = where[k]
+            detail = f"{shard}:{number} has image {got[k]} where the subset has " + (
+                f"image {expected[k]}" if k < len(expected) else "no more images"
+            )
+            fix = recover.format(shard=shard)
+        else:
+            detail = f"image {expected[k]} and {len(expected) - k - 1} more are missing after the last shard"
+            fix = recover.format(shard=" ".join(str(s) for s in shards))
+        raise CertificateError(
+            f"shards cover images {got[:3]}…({len(got)}) but the evaluation subset is {expected[:3]}…"
+            f"({len(expected)}): {detail}; rerun the certify shards: {fix}"
         )
     with atomic_path(out_tsv) as tmp:
         Path(tmp).write_text(HEADER + "".join(rows))

@@ -62,8 +62,16 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec,
         torch.save(blob, tmp)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a torch file with ``weights_only=True``; a missing or corrupt file → CheckpointError."""
+def recover_by_force(path: str | os.PathLike) -> str:
+    """The command that rebuilds a damaged workflow output: deleting it is not enough, since
+    Snakemake rebuilds nothing while the results after it exist ("Nothing to be done")."""
+    return (f"recover: snakemake --force {path} (with your run's --configfile/--profile/--cores options), "
+            "then rerun your target")
+
+
+def read_checkpoint(path: str | os.PathLike, recover: str | None = None) -> dict[str, Any]:
+    """Load a torch file with ``weights_only=True``; a missing or corrupt file → CheckpointError
+    whose message ends with ``recover`` (default: :func:`recover_by_force`, for workflow outputs)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -71,7 +79,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's loaders raise many types on damaged files (KeyError, IndexError, …)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"corrupt checkpoint {path}: {reason}; delete it and rerun the job that writes it") from None
+        reason = reason.split(". ")[0][:120]  # torch's first line can be a paragraph
+        raise CheckpointError(f"corrupt checkpoint {path}: {reason}; {recover or recover_by_force(path)}") from None
 
 
 def load_model(
@@ -103,4 +112,6 @@ def load_model(
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {path} do not fit architecture {spec.arch!r}: {str(exc).splitlines()[0]}") from None
+    # Smooth reads this to refuse certifying the model at another σ (allow_sigma_mismatch=True to opt out)
+    model.rslib_spec = spec
     return model.to(device).eval(), spec, blob.get("extra", {})

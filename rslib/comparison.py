@@ -24,11 +24,16 @@ def _sigma(values: pd.Series) -> pd.Series:
 
 
 def compare(reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Cells present in both the paper and our tables: paper, ours, ours − paper."""
+    """Cells present in both the paper and our tables: paper, ours, ours − paper, and where our
+    value comes from (``origin``: trained here, an imported released checkpoint certified here,
+    or a published certification log read as it is)."""
     paper = pd.read_csv(reported, dtype={"sigma": str})
     paper["sigma"] = _sigma(paper["sigma"])
     frames = [pd.read_csv(p, dtype={"sigma": str}) for p in reproduced]
-    ours = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEYS, "value"])
+    ours = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEYS, "value", "origin"])
+    if "origin" not in ours:
+        ours["origin"] = "trained"
+    ours["origin"] = ours["origin"].fillna("trained")
     if len(ours):
         ours["sigma"] = _sigma(ours["sigma"])
     merged = paper.merge(ours, on=KEYS, suffixes=("_paper", "_ours"))
@@ -36,7 +41,7 @@ def compare(reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike]
     merged["difference"] = merged["ours"] - merged["paper"]
     order = {f"table{k}": k for k in range(1, 9)}
     merged = merged.sort_values(by=["table", "sigma", "row", "metric"], key=lambda c: c.map(order) if c.name == "table" else c)
-    return merged[[*KEYS, "paper", "ours", "difference", "source_line"]].reset_index(drop=True)
+    return merged[[*KEYS, "paper", "ours", "difference", "origin", "source_line"]].reset_index(drop=True)
 
 
 def write_comparison(
@@ -48,18 +53,21 @@ def write_comparison(
     table = compare(reported, reproduced)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
-    header = "| table | σ | row | metric | paper | ours | difference |\n|---|---|---|---|---|---|---|\n"
-    lines = [f"| {r.table} | {r.sigma} | {r.row} | {r.metric} | {r.paper:.3f} | {r.ours:.3f} | {r.difference:+.3f} |"
-             for r in table.itertuples()]
+    header = ("| table | σ | row | metric | paper | ours | difference | ours from |\n"
+              "|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r.table} | {r.sigma} | {r.row} | {r.metric} | {r.paper:.3f} | {r.ours:.3f} | {r.difference:+.3f} "
+             f"| {r.origin} |" for r in table.itertuples()]
     intro = (f"# Paper vs reproduced\n\nPaper values transcribed in `paper/reported.csv` (with their source line in "
              f"the paper); ours computed by this run ({datasets}). Accuracies are fractions, times in hours "
-             f"(training) or seconds per image (certification). {len(table)} cells compared.\n\n")
+             f"(training) or seconds per image (certification). {len(table)} cells compared. \"ours from\": "
+             f"trained (by this run), imported (a released checkpoint certified by this run) or published log "
+             f"(a released certification log, restricted to the evaluation images).\n\n")
     with atomic_path(out_md) as tmp, open(tmp, "w") as f:
         f.write(intro + header + "\n".join(lines) + "\n")
-    rows = [[r.table, r.sigma, r.row, r.metric, f"{r.paper:.3f}", f"{r.ours:.3f}", f"{r.difference:+.3f}"]
+    rows = [[r.table, r.sigma, r.row, r.metric, f"{r.paper:.3f}", f"{r.ours:.3f}", f"{r.difference:+.3f}", r.origin]
             for r in table.itertuples()]
-    tex = latex_table(["Table", "σ", "Row", "Metric", "Paper", "Ours", "Ours − paper"], rows,
-                      caption=f"Paper vs reproduced ({datasets}).", align="llllrrr")
+    tex = latex_table(["Table", "σ", "Row", "Metric", "Paper", "Ours", "Ours − paper", "Ours from"], rows,
+                      caption=f"Paper vs reproduced ({datasets}).", align="llllrrrl")
     with atomic_path(out_tex) as tmp, open(tmp, "w") as f:
         f.write(tex)
     return table

@@ -318,6 +318,26 @@ def summarize_estimate(df):
     return pd.concat([summary, total], ignore_index=True)
 
 
+def imported_section(saved, run_hours: float, unpriced: list[str]) -> str:
+    """What importing released checkpoints saves: the training GPU-hours of the imported models
+    (estimated like any training job from their configured hparams) and the full-retraining total."""
+    if not len(saved) and not unpriced:
+        return ""
+    text = "\n## Released checkpoints instead of training\n\n"
+    if len(saved):
+        hours = float(saved["gpu_hours"].sum())
+        per_method = saved.groupby(["dataset", "method"], sort=False).agg(
+            models=("gpu_hours", "size"), gpu_hours=("gpu_hours", "sum")).reset_index()
+        text += (markdown_table(per_method)
+                 + f"\n{len(saved)} imported models would take {hours:.2f} GPU-hours to train here: this run needs "
+                 f"{run_hours:.2f} GPU-hours instead of {run_hours + hours:.2f} for the full retraining grid "
+                 f"({hours:.2f} saved).\n")
+    if unpriced:
+        text += (f"\n{len(unpriced)} imported models have no configured hparams, so their training cost is not "
+                 f"estimated: {', '.join(unpriced)}.\n")
+    return text
+
+
 def markdown_table(df, floatfmt: str = ".2f") -> str:
     """A GitHub Markdown table of ``df`` (no tabulate dependency)."""
     def cell(v) -> str:

@@ -22,7 +22,6 @@ import hashlib
 import http.client
 import json
 import lzma
-import operator
 import os
 import pickle
 import shutil
@@ -34,7 +33,6 @@ import urllib.request
 import uuid
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +40,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import RslibError
+from .dataset_registry import (
+    DATASETS,
+    DatasetInfo,
+    available_evaluation_images,
+    dataset_info,
+    evaluation_indices,
+)
+from .errors import DataError
 
 __all__ = [
     "DATASETS",
@@ -51,6 +56,7 @@ __all__ = [
     "TensorImageDataset",
     "dataset_info",
     "download",
+    "available_evaluation_images",
     "evaluation_indices",
     "extract_archive",
     "load_split",
@@ -59,69 +65,7 @@ __all__ = [
 ]
 
 
-class DataError(RslibError):
-    """A dataset could not be obtained, verified, converted or loaded."""
-
-
-# ---------------------------------------------------------------------------
-# Registry
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset.
-
-    ``mean``/``std`` are per-channel statistics of pixels in [0, 1]; the
-    models apply them as their first (normalisation) layer.
-    """
-
-    name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    format: str = "npz"
-    #: size of the training split once prepared (ImageNet: the standard ILSVRC2012 train set);
-    #: lets the GPU-hour estimate run before any dataset is downloaded
-    train_images: int = 0
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    # digits mean/std: the train split written by prepare_dataset("digits")
-    # (1,297 images, pixels 0..16 mapped to uint8 by round(v*255/16), then
-    # divided by 255), mean and population std over all its pixels:
-    # 0.305276... and 0.375810..., rounded to 4 decimals.
-    # tests/test_data.py recomputes them.
-    "digits": DatasetInfo("digits", 10, (1, 8, 8), (0.3053,), (0.3758,), train_images=1297),
-    # CIFAR-10 values as used in Cohen et al.'s randomized-smoothing code.
-    "cifar10": DatasetInfo(
-        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), train_images=50000
-    ),
-    "svhn": DatasetInfo(
-        "svhn", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), train_images=73257
-    ),
-    "imagenet": DatasetInfo(
-        "imagenet",
-        1000,
-        (3, 224, 224),
-        (0.485, 0.456, 0.406),
-        (0.229, 0.224, 0.225),
-        format="imagefolder",
-        train_images=1281167,
-    ),
-}
-
 SPLITS = ("train", "test")
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """Return the registry entry for ``name`` or raise :class:`DataError`."""
-    try:
-        return DATASETS[name]
-    except (KeyError, TypeError):
-        known = ", ".join(sorted(DATASETS))
-        raise DataError(f"unknown dataset {name!r}; known: {known}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -888,18 +832,3 @@ def heldout_split(n_train: int, heldout: int, seed: int = 0) -> tuple[list[int],
     held = np.sort(order[:heldout])
     kept = np.sort(order[heldout:])
     return kept.tolist(), held.tolist()
-
-
-def evaluation_indices(n_test: int, every: int, max_images: int | None) -> list[int]:
-    """The fixed evaluation subset: every ``every``-th test index, at most ``max_images``."""
-    try:
-        step = operator.index(every)
-    except TypeError:
-        step = 0
-    if step < 1:
-        raise DataError(f"evaluation 'every' must be an integer >= 1, got {every!r}")
-    if n_test < 0:
-        raise DataError(f"n_test must be >= 0, got {n_test!r}")
-    if max_images is not None and max_images < 0:
-        raise DataError(f"max_images must be >= 0 or None, got {max_images!r}")
-    return list(range(0, n_test, step))[:max_images]

@@ -15,3 +15,16 @@ class CheckpointError(RslibError):
 
 class ConfigError(RslibError):
     """A configuration value is invalid or inconsistent."""
+
+
+class DataError(RslibError):
+    """A dataset could not be obtained, verified, converted or loaded."""
+
+
+class CertificateLogError(RslibError):
+    """A published certification log cannot stand for a model (unreadable, or lacks images)."""
+
+
+class CertificateError(RslibError, ValueError):
+    """A certification TSV written by this workflow (a shard, or a merged file) is damaged or
+    does not cover the evaluation subset. Also a ``ValueError``, as before it had a class."""

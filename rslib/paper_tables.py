@@ -14,7 +14,7 @@ No torch here: the workflow imports this module when it parses the Snakefile.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .schemes import METHOD_NAMES, SCHEMES, ensemble_label
@@ -47,6 +47,8 @@ class Source:
     name: str
     scheme: str | None = None
     seed: int | None = None  # a single model other than the method's first seed (ensemble members)
+    #: where a single model's certificate comes from (see ORIGINS); ensembles are always certified here
+    origin: str = "trained"
 
     @property
     def single(self) -> bool:
@@ -55,6 +57,25 @@ class Source:
     @property
     def label(self) -> str:
         return METHOD_NAMES.get(self.name, self.name) if self.single else ensemble_label(self.name)
+
+    @property
+    def marked_label(self) -> str:
+        """The label with the mark of its origin, as the tables show it."""
+        return self.label + ORIGIN_MARKS[self.origin]
+
+    @property
+    def has_curve(self) -> bool:
+        """A training curve (and a measured training time) exists: the workflow trained it."""
+        return self.single and self.origin == "trained"
+
+
+#: Where a single-model row comes from: trained by this workflow; a released checkpoint
+#: (``000`` Sec. 4 took SmoothAdv's published models) imported and certified by this workflow;
+#: or a published certification log read as it is.
+ORIGINS = ("trained", "imported", "published log")
+ORIGIN_MARKS = {"trained": "", "imported": " ‡", "published log": " §"}
+ORIGIN_NOTE = {"imported": "‡ released checkpoint, certified by this workflow",
+               "published log": "§ published certification log, not recomputed"}
 
 
 @dataclass
@@ -65,11 +86,16 @@ class Configured:
     first_seed: dict[tuple[str, str, str], int] = field(default_factory=dict)
     ensembles: set[tuple[str, str, str, str]] = field(default_factory=set)
     sigmas: dict[str, list[str]] = field(default_factory=dict)
+    #: origin (ORIGINS) of each (dataset, σ, method)'s single-model row; absent = "trained"
+    origins: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def has(self, s: Source) -> bool:
         if s.single:
-            return (s.dataset, s.sigma, s.name) in self.first_seed
+            return (s.dataset, s.sigma, s.name) in self.first_seed or (s.dataset, s.sigma, s.name) in self.origins
         return (s.dataset, s.sigma, s.name, s.scheme) in self.ensembles
+
+    def origin(self, s: Source) -> str:
+        return self.origins.get((s.dataset, s.sigma, s.name), "trained") if s.single else "trained"
 
 
 def _sigmas(configured: Configured, dataset: str | None, wanted: Sequence[str] = PAPER_SIGMAS) -> list[str]:
@@ -116,7 +142,7 @@ def table_sources(artefact: str, paper: Mapping[str, Any], configured: Configure
         wanted += [Source(d, s, f"advmacer:1+smoothadv:{k}", "average") for k in range(1, 9)]
     else:
         raise ValueError(f"unknown artefact {artefact!r}; known: {', '.join(ARTEFACTS)}")
-    return [w for w in wanted if configured.has(w)]
+    return [replace(w, origin=configured.origin(w)) for w in wanted if configured.has(w)]
 
 
 def member_sources(source: Source, seeds: Mapping[str, Sequence[int]]) -> list[Source]:
@@ -144,8 +170,24 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _record(table: str, sigma: str, row: str, metric: str, value: float) -> dict[str, Any]:
-    return {"table": table, "sigma": sigma, "row": row, "metric": metric, "value": float(value)}
+def _record(table: str, sigma: str, row: str, metric: str, value: float, origin: str = "trained") -> dict[str, Any]:
+    return {"table": table, "sigma": sigma, "row": row, "metric": metric, "value": float(value), "origin": origin}
+
+
+#: Columns of the long-format CSV beside each table (the comparison's input).
+RECORD_COLUMNS = ["table", "sigma", "row", "metric", "value", "origin"]
+
+
+def _time_cell(src: Source, hours: float | None, missing: str = "–") -> str:
+    """A training-time cell: measured hours, or what the row is when the workflow did not train it."""
+    if src.single and src.origin != "trained":
+        return src.origin
+    return f"{hours:.2f}h" if hours is not None else missing
+
+
+def _origin_note(sources: Sequence[Source]) -> str:
+    notes = [ORIGIN_NOTE[o] for o in ORIGINS[1:] if any(s.single and s.origin == o for s in sources)]
+    return (" " + "; ".join(notes) + ".") if notes else ""
 
 
 def _best(values: list[list[float | None]], column_offset: int) -> set[tuple[int, int]]:
@@ -184,14 +226,16 @@ def build_table(
     if not sources:
         return Table(["Note"], [[f"nothing to report: the configuration provides no input for {artefact}.{note}"]],
                      set(), f"{artefact}: skipped.{where}{note}", [])
+    note = _origin_note(sources) + note
     if artefact in ("table1", "table4"):
         sigmas = sorted({s.sigma for s in sources})
         labels = list(dict.fromkeys(s.label for s in sources))
         by = {(s.label, s.sigma): s for s in sources}
+        marks = {s.label: s.marked_label for s in sources}  # a row mixing origins shows the first
         header = ["Methods", *[f"σ={float(s):g}" for s in sigmas]]
         rows, values, records = [], [], []
         for label in labels:
-            cells, vals = [label], []
+            cells, vals = [marks[label]], []
             for sigma in sigmas:
                 src = by.get((label, sigma))
                 if src is None:
@@ -201,11 +245,13 @@ def build_table(
                 st = stats[src]
                 cells.append(f"{st['acr']:.3f} ({_pct(st['accuracy'])})")
                 vals.append(st["acr"])
-                records += [_record(artefact, sigma, label, "acr", st["acr"]),
-                            _record(artefact, sigma, label, "accuracy", st["accuracy"])]
+                records += [_record(artefact, sigma, label, "acr", st["acr"], src.origin),
+                            _record(artefact, sigma, label, "accuracy", st["accuracy"], src.origin)]
             if artefact == "table4":
-                hours = [train_hours[by[(label, s)]] for s in sigmas if (label, s) in by and by[(label, s)] in train_hours]
-                cells.append(f"{sum(hours) / len(hours):.2f}h" if hours else "–")
+                row_sources = [by[(label, s)] for s in sigmas if (label, s) in by]
+                hours = [train_hours[r] for r in row_sources if r in train_hours]
+                untrained = sorted({r.origin for r in row_sources if r.origin != "trained"})
+                cells.append(f"{sum(hours) / len(hours):.2f}h" if hours else ", ".join(untrained) or "–")
             rows.append(cells)
             values.append(vals)
         if artefact == "table4":
@@ -220,29 +266,30 @@ def build_table(
             h = hparams.get(src, {})
             hours = train_hours.get(src)
             is_macer = src.name == "macer"
-            rows.append([f"{src.label} (σ={float(src.sigma):.2f})",
+            rows.append([f"{src.marked_label} (σ={float(src.sigma):.2f})",
                          "NA" if is_macer else str(h.get("attack_steps", "–")), str(h.get("num_noise_vec", "–")),
-                         "NA" if is_macer else f"{h.get('epsilon', float('nan')):g}", str(h.get("epochs", "–")),
-                         f"{stats[src]['acr']:.3f}", f"{hours:.2f}h" if hours is not None else "–"])
-            records.append(_record(artefact, src.sigma, src.label, "acr", stats[src]["acr"]))
+                         "NA" if is_macer else (f"{h['epsilon']:g}" if "epsilon" in h else "–"), str(h.get("epochs", "–")),
+                         f"{stats[src]['acr']:.3f}", _time_cell(src, hours)])
+            records.append(_record(artefact, src.sigma, src.label, "acr", stats[src]["acr"], src.origin))
             if hours is not None:
-                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours))
+                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours, src.origin))
         caption = "Model configuration and training cost (training hours measured by the workflow); ACR for comparison."
         return Table(header, rows, set(), caption + where + note, records)
     if artefact == "table3":
         header = ["Model", "Accuracy", "ACR", "Certificate time"]
         rows, values, records = [], [], []
         for src in sources:
-            label = "AdvMacer (no ensemble)" if src.single else SCHEMES[src.scheme].label + ("" if SCHEMES[src.scheme].sound else " †")
+            label = ("AdvMacer (no ensemble)" + ORIGIN_MARKS[src.origin] if src.single
+                     else SCHEMES[src.scheme].label + ("" if SCHEMES[src.scheme].sound else " †"))
             row_key = "AdvMacer" if src.single else src.scheme
             st = stats[src]
             seconds = certify_seconds.get(src)
             rows.append([label, f"{st['accuracy']:.3f}", f"{st['acr']:.3f}", f"{seconds:.2f}s" if seconds is not None else "–"])
             values.append([st["accuracy"], st["acr"]])
-            records += [_record(artefact, src.sigma, row_key, "accuracy", st["accuracy"]),
-                        _record(artefact, src.sigma, row_key, "acr", st["acr"])]
+            records += [_record(artefact, src.sigma, row_key, "accuracy", st["accuracy"], src.origin),
+                        _record(artefact, src.sigma, row_key, "acr", st["acr"], src.origin)]
             if seconds is not None:
-                records.append(_record(artefact, src.sigma, row_key, "certify_seconds", seconds))
+                records.append(_record(artefact, src.sigma, row_key, "certify_seconds", seconds, src.origin))
         caption = (f"Weighted 2-ensembles of AdvMacer at σ={float(sources[0].sigma):.2f}: clean accuracy, ACR and "
                    "certification time per image (ensembles: members' forward passes plus the reduction). "
                    "† weights depend on the test point (not a sound certificate).")
@@ -255,10 +302,10 @@ def build_table(
         for src in sources:
             st = stats[src]
             vals = [st[c] for c in radius_cols] + [st["acr"]]
-            rows.append([src.label, *[f"{v:.3f}" for v in vals]])
+            rows.append([src.marked_label, *[f"{v:.3f}" for v in vals]])
             values.append(vals)
-            records += [_record(artefact, sigma, src.label, c, st[c]) for c in radius_cols]
-            records.append(_record(artefact, sigma, src.label, "acr", st["acr"]))
+            records += [_record(artefact, sigma, src.label, c, st[c], src.origin) for c in radius_cols]
+            records.append(_record(artefact, sigma, src.label, "acr", st["acr"], src.origin))
         caption = (f"Certified accuracy at each L2 radius and ACR, σ={float(sigma):.2f}; best per column in bold.")
         return Table(header, rows, _best(values, 1), caption + where + note, records)
     if artefact == "table8":
@@ -267,13 +314,13 @@ def build_table(
         for src in sources:
             st = stats[src]
             hours = train_hours.get(src)
-            rows.append([f"{float(src.sigma):.2f}", src.label, _pct(st["accuracy"]), f"{st['acr']:.3f}",
-                         f"{hours:.2f}h" if hours is not None else "NA"])
+            rows.append([f"{float(src.sigma):.2f}", src.marked_label, _pct(st["accuracy"]), f"{st['acr']:.3f}",
+                         _time_cell(src, hours, missing="NA")])
             values.append([st["accuracy"], st["acr"]])
-            records += [_record(artefact, src.sigma, src.label, "accuracy", st["accuracy"]),
-                        _record(artefact, src.sigma, src.label, "acr", st["acr"])]
+            records += [_record(artefact, src.sigma, src.label, "accuracy", st["accuracy"], src.origin),
+                        _record(artefact, src.sigma, src.label, "acr", st["acr"], src.origin)]
             if hours is not None:
-                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours))
+                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours, src.origin))
         bold: set[tuple[int, int]] = set()
         for sigma in sorted({s.sigma for s in sources}):
             idx = [i for i, s in enumerate(sources) if s.sigma == sigma]
@@ -383,8 +430,8 @@ def write_table(
     from .io import atomic_path
 
     stats = _stats_by_source(sources, certificates)
-    singles = [s for s in sources if s.single]
-    train_hours = {s: float(pd.read_csv(c)["train_seconds"].iloc[-1]) / 3600.0 for s, c in zip(singles, curves)}
+    trained = [s for s in sources if s.has_curve]
+    train_hours = {s: float(pd.read_csv(c)["train_seconds"].iloc[-1]) / 3600.0 for s, c in zip(trained, curves)}
     # Table 3: an ensemble's time is its reduction plus every member's forward passes
     member_seconds = {(m.dataset, m.sigma, m.name, m.seed): _mean_time(p) for m, p in zip(members, member_certificates)}
     seeds: dict[str, list[int]] = {}
@@ -407,7 +454,7 @@ def write_table(
     with atomic_path(out_tex) as tmp, open(tmp, "w") as f:
         f.write(latex_table(table.header, table.rows, caption=table.caption, bold=table.bold))
     with atomic_path(out_csv) as tmp:
-        pd.DataFrame.from_records(table.records, columns=["table", "sigma", "row", "metric", "value"]).to_csv(tmp, index=False)
+        pd.DataFrame.from_records(table.records, columns=RECORD_COLUMNS).to_csv(tmp, index=False)
     return table
 
 
@@ -422,9 +469,9 @@ def write_figure(
     from .analysis import average_certified_radius, read_certificates
     from .io import atomic_path
 
-    if artefact == "figure1":
-        singles = [s for s in sources if s.single]
-        points = plot_figure1({s.label: pd.read_csv(c) for s, c in zip(singles, curves)}, out_pdf, sigma)
+    if artefact == "figure1":  # curves exist only for models this workflow trained
+        trained = [s for s in sources if s.has_curve]
+        points = plot_figure1({s.label: pd.read_csv(c) for s, c in zip(trained, curves)}, out_pdf, sigma)
         frame = pd.DataFrame.from_records(points, columns=["model", "hours", "best_acr"])
     elif artefact == "figure3":
         acr = {s: average_certified_radius(read_certificates(p)) for s, p in zip(sources, certificates)}

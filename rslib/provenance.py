@@ -90,8 +90,11 @@ def provenance_table(model_records: list[str], ensemble_records: list[str]) -> A
         rec = json.loads(Path(path).read_text())
         model = (rec.get("model") or {}).get("provenance") or {}
         shard = (rec.get("shards") or [{}])[0]
+        imported = (rec.get("model") or {}).get("imported")
         rows.append({
-            "result": str(Path(path).parent), "kind": "model",
+            "result": str(Path(path).parent),
+            "kind": (f"model (imported {imported['format']}: {imported['source']}, sha256 {imported['sha256'][:16]}…)"
+                     if imported else "model"),
             "config_hash": (model.get("config_hash") or "") + " / " + rec.get("certify_config_hash", ""),
             "rslib_version": model.get("rslib_version"), "rslib_commit": model.get("rslib_commit"),
             "torch": (model.get("packages") or {}).get("torch"),

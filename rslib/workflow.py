@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -14,28 +14,58 @@ from typing import Any
 from .errors import RslibError
 
 
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM inside :func:`run_logged`: exit status 128 + 15."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001
+    raise Terminated()
+
+
 def run_logged(log_path: str, main: Callable[[], Any]) -> None:
     """Run ``main`` with stdout/stderr going to ``log_path``.
 
     An :class:`RslibError` (bad input) is reported as one line, in the log and on the terminal,
     and exits with status 1; any other exception keeps its traceback in the log.
+
+    SIGTERM (SLURM's time limit or ``scancel``, a cancelled Snakemake run) raises
+    :class:`Terminated` (``SystemExit(143)``) in the main thread, so ``finally`` blocks run and
+    :func:`rslib.io.atomic_path` removes its temporary file before the process exits non-zero.
+    Training installs its own handler while its loop runs (state saved, then exit 143) and
+    restores this one afterwards.
     """
+    import signal
+    import threading
+
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
-        try:
-            main()
-        except RslibError as exc:
-            print(f"error: {exc}", file=log)
-            print(f"error: {exc}", file=sys.__stderr__, flush=True)
-            raise SystemExit(1) from None
-        except Exception:
-            traceback.print_exc(file=log)
-            raise
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
+            try:
+                main()
+            except RslibError as exc:
+                print(f"error: {exc}", file=log)
+                print(f"error: {exc}", file=sys.__stderr__, flush=True)
+                raise SystemExit(1) from None
+            except Terminated:
+                print("terminated by SIGTERM: temporary files removed, exiting with status 143", file=log)
+                raise
+            except Exception:
+                traceback.print_exc(file=log)
+                raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def evaluation_subset(meta_path: str, every: int, max_images: int) -> list[int]:
-    """The dataset's fixed evaluation indices (same for every method and ensemble)."""
+def evaluation_subset(meta_path: str, evaluation: Mapping[str, int]) -> list[int]:
+    """The dataset's fixed evaluation indices (same for every method and ensemble):
+    ``evaluation`` is the configuration's ``datasets.<name>.evaluation`` (start, stride, count)."""
     from .data import evaluation_indices
 
     meta = json.loads(Path(meta_path).read_text())
-    return evaluation_indices(int(meta["n_test"]), int(every), int(max_images))
+    return evaluation_indices(int(meta["n_test"]), evaluation["start"], evaluation["stride"], evaluation["count"])

@@ -1,6 +1,8 @@
 # CERTIFY (Cohen et al.) of each model on the fixed evaluation subset, sharded over contiguous
 # ranges of that subset (one GPU job per shard), then merged exactly into one TSV per model.
 # Ensemble members are run once (rule member_outputs) and certified from their stored counts.
+# A published certification log (methods.<m>.<d>.published_logs) can stand for a single-model row
+# of the tables: import_certification_log restricts it to the evaluation subset.
 
 
 rule certify:
@@ -39,7 +41,7 @@ rule merge_certificates:
             f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.json", shard=shard_ids(wc.dataset), **wc
         ),
         data=f"{DATA}/{{dataset}}/meta.json",
-        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        model=model_input,
     output:
         tsv=f"{RESULTS}/certify/{MODEL_DIR}/certify.tsv",
         provenance=f"{RESULTS}/certify/{MODEL_DIR}/certify.json",
@@ -53,3 +55,22 @@ rule merge_certificates:
     localrule: True
     script:
         "../workflow_scripts/merge_certificates.py"
+
+
+rule import_certification_log:
+    input:
+        log=lambda wc: PUBLISHED_LOGS[(wc.dataset, wc.sigma, wc.method)],
+        data=f"{DATA}/{{dataset}}/meta.json",
+    output:
+        tsv=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.tsv",
+        provenance=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.json",
+    params:
+        eval=eval_settings,
+        version=STAGE_VERSIONS["certify"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/import_certification_log/{{dataset}}/{{method}}/sigma{{sigma}}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/import_certification_log.py"

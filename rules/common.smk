@@ -8,6 +8,9 @@ from snakemake.exceptions import WorkflowError
 
 # rslib from this checkout, also when Snakemake runs from an environment without it installed.
 sys.path.insert(0, workflow.basedir)
+from rslib.dataset_registry import DATASETS, available_evaluation_images
+from rslib.errors import ConfigError
+from rslib.hparams import check_hparam_keys
 from rslib.paper_tables import Configured, Source, artefact_dataset, member_sources, table_sources
 from rslib.schemes import SCHEMES, ensemble_members, get_scheme
 from rslib.versions import STAGE_VERSIONS
@@ -26,33 +29,72 @@ def sigma_key(sigma):
 
 
 def _models_from_config():
-    models = []
+    """Every model slot of the grid, and the released checkpoint files that fill some of them
+    (``methods.<m>.<d>.released``: per σ a format and one file per seed slot)."""
+    models, released, logs = [], {}, {}
     for method, per_dataset in config["methods"].items():
         for dataset, settings in per_dataset.items():
+            where = f"methods.{method}.{dataset}"
             if dataset not in config["datasets"]:
-                raise WorkflowError(
-                    f"methods.{method}.{dataset}: dataset {dataset!r} is not configured under `datasets`"
-                )
+                raise WorkflowError(f"{where}: dataset {dataset!r} is not configured under `datasets`")
             dataset_sigmas = {sigma_key(s) for s in config["datasets"][dataset]["sigmas"]}
             sigmas = [sigma_key(s) for s in settings.get("sigmas", config["datasets"][dataset]["sigmas"])]
             unknown = sorted(set(sigmas) - dataset_sigmas)
             if unknown:
-                raise WorkflowError(
-                    f"methods.{method}.{dataset}.sigmas: {unknown} not in datasets.{dataset}.sigmas"
-                )
+                raise WorkflowError(f"{where}.sigmas: {unknown} not in datasets.{dataset}.sigmas")
             seeds_by_sigma = {sigma_key(k): v for k, v in settings.get("seeds_by_sigma", {}).items()}
-            for section in ("by_sigma", "seeds_by_sigma"):
+            for section in ("by_sigma", "seeds_by_sigma", "released"):
                 for key in settings.get(section, {}):
                     if sigma_key(key) not in sigmas:
-                        raise WorkflowError(f"methods.{method}.{dataset}.{section}: sigma {key} is not trained")
+                        raise WorkflowError(f"{where}.{section}: sigma {key} is not configured for this method")
+            for key in settings.get("published_logs", {}):  # a log may report a σ the method does not train at
+                if sigma_key(key) not in dataset_sigmas:
+                    raise WorkflowError(f"{where}.published_logs: sigma {key} is not in datasets.{dataset}.sigmas")
+            released_here = {sigma_key(k): v for k, v in settings.get("released", {}).items()}
+            for key, path in settings.get("published_logs", {}).items():
+                logs[(dataset, sigma_key(key), method)] = path
             for sigma in sigmas:
-                for seed in seeds_by_sigma.get(sigma, settings["seeds"]):
+                seeds = seeds_by_sigma.get(sigma, settings["seeds"])
+                if sigma in released_here:
+                    files = released_here[sigma]["files"]
+                    if len(files) != len(seeds):
+                        raise WorkflowError(
+                            f"{where}.released.{sigma}: {len(files)} files for {len(seeds)} seed slots "
+                            f"{seeds}; give one file per seed"
+                        )
+                    for seed, path in zip(seeds, files):
+                        released[(dataset, method, sigma, seed)] = dict(
+                            path=path, format=released_here[sigma]["format"],
+                            input_layer=released_here[sigma].get("input_layer"),
+                        )
+                elif seeds and "hparams" not in settings:
+                    raise WorkflowError(
+                        f"{where}: hparams are missing, and sigma {sigma} has no released checkpoints to import"
+                    )
+                for seed in seeds:
                     models.append(dict(dataset=dataset, method=method, sigma=sigma, seed=seed))
-    return models
+            if not settings["seeds"] and not seeds_by_sigma and not settings.get("published_logs"):
+                raise WorkflowError(f"{where}: no seeds and no published_logs: nothing to train, import or report")
+    return models, released, logs
 
 
-#: Every (dataset, method, σ, seed) the configuration trains.
-MODELS = _models_from_config()
+#: Every (dataset, method, σ, seed) model of the configuration, trained or imported; the
+#: released checkpoint {path, format} of each imported one; and the published certification
+#: logs that stand for a (dataset, σ, method)'s single-model row.
+MODELS, RELEASED, PUBLISHED_LOGS = _models_from_config()
+
+
+def is_released(m):
+    return (m["dataset"], m["method"], m["sigma"], int(m["seed"])) in RELEASED
+
+
+def model_origin(m):
+    """"trained" or "imported" (a released checkpoint)."""
+    return "imported" if is_released(m) else "trained"
+
+
+#: The models the workflow trains itself.
+TRAINED = [m for m in MODELS if not is_released(m)]
 
 
 def trained_seeds(dataset, sigma):
@@ -114,7 +156,7 @@ def _alternatives(values):
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
-    sigma=_alternatives(m["sigma"] for m in MODELS),
+    sigma=_alternatives(sigma_key(s) for d in config["datasets"].values() for s in d["sigmas"]),
     seed=r"\d+",
     shard=r"\d+",
     ensemble=_alternatives([e["ensemble"] for e in ENSEMBLES + ADAPTIVE] or ["none"]),
@@ -131,14 +173,72 @@ def method_settings(wildcards):
         ) from None
 
 
-def train_hparams(wildcards):
-    """The method's hparams for this dataset with its per-σ overrides applied."""
+def _hparams_validator():
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(open(f"{workflow.basedir}/schemas/config.schema.yaml"))
+    return jsonschema.Draft202012Validator({"$ref": "#/$defs/hparams", "$defs": schema["$defs"]})
+
+
+def _check_hparams():
+    """Every method's hparams and each per-σ override: keys the method reads (a misspelt key
+    would silently leave its default in force) and, merged per σ, values of the right type."""
+    validator = _hparams_validator()
+    for method, per_dataset in config["methods"].items():
+        for dataset, settings in per_dataset.items():
+            where = f"methods.{method}.{dataset}"
+            try:
+                check_hparam_keys(method, settings.get("hparams", {}), f"{where}.hparams")
+                for key, override in settings.get("by_sigma", {}).items():
+                    check_hparam_keys(method, override, f"{where}.by_sigma.{key}")
+            except ConfigError as exc:
+                raise WorkflowError(str(exc)) from None
+            if "hparams" not in settings:
+                continue
+            for key, override in [(None, {})] + list(settings.get("by_sigma", {}).items()):
+                merged = {**settings["hparams"], **override}
+                error = next(iter(sorted(validator.iter_errors(merged), key=lambda e: list(e.path))), None)
+                if error is not None:
+                    field = ".".join(str(p) for p in error.path) or "hparams"
+                    section = f"by_sigma.{key}" if key is not None else "hparams"
+                    raise WorkflowError(f"{where}.{section}: {field}: {error.message}")
+
+
+_check_hparams()
+
+
+def configured_hparams(wildcards):
+    """The method's hparams for this dataset with its per-σ overrides applied ({} for a method
+    configured only with released checkpoints)."""
     settings = method_settings(wildcards)
-    merged = dict(settings["hparams"])
+    merged = dict(settings.get("hparams", {}))
     for key, override in settings.get("by_sigma", {}).items():
         if sigma_key(key) == wildcards.sigma:
             merged.update(override)
     return merged
+
+
+def train_hparams(wildcards):
+    """What the train rule trains with; a slot filled by a released checkpoint is not trained."""
+    m = dict(dataset=wildcards.dataset, method=wildcards.method, sigma=wildcards.sigma, seed=wildcards.seed)
+    if is_released(m):
+        raise WorkflowError(
+            f"{model_label(m)} is imported from the released checkpoint {released_entry(wildcards)['path']} "
+            f"(methods.{m['method']}.{m['dataset']}.released), not trained: ask for {model_path(**m)}"
+        )
+    return configured_hparams(wildcards)
+
+
+def released_entry(wildcards):
+    """{path, format} of the released checkpoint that fills this grid slot."""
+    key = (wildcards.dataset, wildcards.method, wildcards.sigma, int(wildcards.seed))
+    if key not in RELEASED:
+        raise WorkflowError(
+            f"{wildcards.dataset}/{wildcards.method}/sigma{wildcards.sigma}/seed{wildcards.seed} has no released "
+            f"checkpoint in methods.{wildcards.method}.{wildcards.dataset}.released: it is trained"
+        )
+    return RELEASED[key]
 
 
 def job_runtime(rule_name):
@@ -149,15 +249,33 @@ def job_runtime(rule_name):
     return lambda wildcards, attempt: f"{amount * attempt}{unit}"
 
 
+def _evaluation_sizes():
+    """Images in each dataset's evaluation subset, checked against the registry's test-split
+    size before any job runs (ImageNet is checked again against the user's folder)."""
+    sizes = {}
+    for name, settings in config["datasets"].items():
+        ev = settings["evaluation"]
+        available = available_evaluation_images(DATASETS[name].test_images, ev["start"], ev["stride"])
+        if ev["count"] > available:
+            raise WorkflowError(
+                f"datasets.{name}.evaluation: count {ev['count']} but {name}'s {DATASETS[name].test_images} test "
+                f"images give only {available} from start {ev['start']} with stride {ev['stride']}"
+            )
+        sizes[name] = ev["count"]
+    return sizes
+
+
+EVALUATION_IMAGES = _evaluation_sizes()
+
+
 def eval_settings(wildcards):
-    """How the dataset's evaluation subset is chosen (the scripts compute the indices from it)."""
-    return {k: config["datasets"][wildcards.dataset][k] for k in ("eval_every", "eval_max_images")}
+    """The dataset's evaluation subset (start, stride, count); the scripts compute the indices."""
+    return dict(config["datasets"][wildcards.dataset]["evaluation"])
 
 
 def eval_positions(dataset):
-    """Upper bound on the evaluation subset size; the exact subset is computed from the
-    prepared dataset at run time (rslib.data.evaluation_indices)."""
-    return config["datasets"][dataset]["eval_max_images"]
+    """Number of images in the dataset's evaluation subset."""
+    return EVALUATION_IMAGES[dataset]
 
 
 def shard_ids(dataset):
@@ -165,7 +283,14 @@ def shard_ids(dataset):
 
 
 def model_path(**wc):
-    return f"{RESULTS}/models/{MODEL_DIR.format(**wc)}/model.pt"
+    """The model file of a grid slot: trained (results/models/…) or imported from a released
+    checkpoint (results/imported/…); every consumer asks here."""
+    kind = "imported" if is_released(wc) else "models"
+    return f"{RESULTS}/{kind}/{MODEL_DIR.format(**{k: wc[k] for k in ('dataset', 'method', 'sigma', 'seed')})}/model.pt"
+
+
+def model_input(wildcards):
+    return model_path(**dict(wildcards.items()))
 
 
 def certificate_path(**wc):
@@ -215,7 +340,7 @@ def certify_inputs(wildcards):
     key = (wildcards.dataset, wildcards.method, wildcards.sigma, int(wildcards.seed))
     if key in STORED_MEMBERS and not config["certify"]["autocast_bf16"]:
         return {"outputs": f"{RESULTS}/outputs/{MODEL_DIR.format(**wildcards)}/shards/{wildcards.shard}.npz"}
-    return {"model": f"{RESULTS}/models/{MODEL_DIR.format(**wildcards)}/model.pt"}
+    return {"model": model_input(wildcards)}
 
 
 def scheme_settings(scheme_name):
@@ -241,13 +366,18 @@ REPORTED = f"{workflow.basedir}/paper/reported.csv"
 
 
 def _configured():
-    first_seed = {}
+    first_seed, origins = {}, {}
     for m in MODELS:
-        first_seed.setdefault((m["dataset"], m["sigma"], m["method"]), m["seed"])
+        key = (m["dataset"], m["sigma"], m["method"])
+        if key not in first_seed:
+            first_seed[key] = m["seed"]
+            origins[key] = model_origin(m)
+    origins.update({key: "published log" for key in PUBLISHED_LOGS})  # a configured log stands for the row
     return Configured(
         first_seed=first_seed,
         ensembles={(e["dataset"], e["sigma"], e["ensemble"], e["scheme"]) for e in ENSEMBLES},
         sigmas={d: [sigma_key(s) for s in v["sigmas"]] for d, v in config["datasets"].items()},
+        origins=origins,
     )
 
 
@@ -264,14 +394,26 @@ def source_model(src):
     return dict(dataset=src.dataset, method=src.name, sigma=src.sigma, seed=seed)
 
 
+def published_certificate_path(dataset, sigma, method):
+    return f"{RESULTS}/published/{dataset}/{method}/sigma{sigma}/certify.tsv"
+
+
 def source_certificate(src):
+    if src.single and src.origin == "published log":
+        return published_certificate_path(src.dataset, src.sigma, src.name)
     if src.single:
         return certificate_path(**source_model(src))
     return ensemble_certificate_path(dataset=src.dataset, sigma=src.sigma, ensemble=src.name, scheme=src.scheme)
 
 
 def source_curve(src):
+    """The training curve of a single model this workflow trained (imported and published rows have none)."""
     return f"{RESULTS}/models/{MODEL_DIR.format(**source_model(src))}/training_curve.csv"
+
+
+def source_hparams(src):
+    """Table 2's T, m, ε, epochs of a single-model row: its configured hparams ({} if none)."""
+    return configured_hparams(SimpleNamespace(dataset=src.dataset, method=src.name, sigma=src.sigma)) if src.single else {}
 
 
 def artefact_members(artefact):
@@ -290,7 +432,8 @@ def artefact_members(artefact):
 
 def curve_sources(dataset, sigma):
     """Every method (first seed) and every average-weight ensemble certified at (dataset, σ)."""
-    singles = [Source(dataset, sigma, method) for (d, s, method) in CONFIGURED.first_seed if (d, s) == (dataset, sigma)]
+    singles = [Source(dataset, sigma, method, origin=origin) for (d, s, method), origin in CONFIGURED.origins.items()
+               if (d, s) == (dataset, sigma)]
     ensembles = [Source(d, s, name, scheme) for (d, s, name, scheme) in sorted(CONFIGURED.ensembles)
                  if (d, s, scheme) == (dataset, sigma, "average")]
     return singles + ensembles
@@ -300,13 +443,26 @@ def curve_sources(dataset, sigma):
 CURVES = [f"{RESULTS}/curves/{d}_sigma{sigma_key(s)}.pdf" for d, v in config["datasets"].items() for s in v["sigmas"]]
 
 
+def _cost_job(m):
+    return dict(m, sigma=float(m["sigma"]), arch=config["datasets"][m["dataset"]]["arch"],
+                hparams=configured_hparams(SimpleNamespace(**m)),
+                heldout=config["datasets"][m["dataset"]]["heldout_images"])
+
+
 def cost_train_jobs():
     """Every training job with its merged hparams, for the GPU-hour estimate (rules/cost.smk)."""
-    return [
-        dict(m, sigma=float(m["sigma"]), arch=config["datasets"][m["dataset"]]["arch"],
-             hparams=train_hparams(SimpleNamespace(**m)), heldout=config["datasets"][m["dataset"]]["heldout_images"])
-        for m in MODELS
-    ]
+    return [_cost_job(m) for m in TRAINED]
+
+
+def cost_imported_jobs():
+    """Imported models whose training settings are configured (hparams beside `released`): what
+    training them here would cost, i.e. the GPU-hours the released checkpoints save."""
+    return [_cost_job(m) for m in MODELS if is_released(m) and configured_hparams(SimpleNamespace(**m))]
+
+
+def cost_imported_unpriced():
+    """Imported models without configured hparams: their training cost cannot be estimated."""
+    return [model_label(m) for m in MODELS if is_released(m) and not configured_hparams(SimpleNamespace(**m))]
 
 
 def cost_certify_jobs():

@@ -7,7 +7,7 @@ rule measure_costs:
     output:
         f"{RESULTS}/costs/measured.json",
     params:
-        jobs=cost_train_jobs(),
+        jobs=cost_train_jobs() + cost_imported_jobs(),
         device=config["device"],
         steps=config["cost"]["steps"],
         certify_batch=config["certify"]["batch_size"],
@@ -34,6 +34,8 @@ rule cost_estimate:
         md=report(f"{RESULTS}/cost_estimate.md", caption="../report/cost.rst", category="Cost"),
     params:
         train_jobs=cost_train_jobs(),
+        imported_jobs=cost_imported_jobs(),
+        imported_unpriced=cost_imported_unpriced(),
         certify_jobs=cost_certify_jobs(),
         version=STAGE_VERSIONS["report"],
     conda:

@@ -8,7 +8,7 @@
 
 rule member_outputs:
     input:
-        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        model=model_input,
         data=f"{DATA}/{{dataset}}/meta.json",
     output:
         f"{RESULTS}/outputs/{MODEL_DIR}/shards/{{shard}}.npz",
@@ -34,7 +34,7 @@ rule member_outputs:
 
 rule pseudo_outputs:
     input:
-        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
+        model=model_input,
         data=f"{DATA}/{{dataset}}/meta.json",
     output:
         f"{RESULTS}/outputs/{MODEL_DIR}/pseudo/{{shard}}.npz",

@@ -6,7 +6,7 @@
 rule paper_table:
     input:
         certificates=lambda wc: [source_certificate(s) for s in artefact_sources(wc.table)],
-        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.table) if s.single],
+        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.table) if s.has_curve],
         members=lambda wc: [source_certificate(s) for s in artefact_members(wc.table)],
     output:
         tex=report(f"{RESULTS}/{{table}}.tex", caption="../report/tables.rst", category="Tables",
@@ -15,8 +15,7 @@ rule paper_table:
     params:
         sources=lambda wc: [vars(s) for s in artefact_sources(wc.table)],
         members=lambda wc: [vars(s) for s in artefact_members(wc.table)],
-        hparams=lambda wc: [train_hparams(SimpleNamespace(**source_model(s))) if s.single else {}
-                            for s in artefact_sources(wc.table)],
+        hparams=lambda wc: [source_hparams(s) for s in artefact_sources(wc.table)],
         dataset=lambda wc: artefact_dataset(wc.table, PAPER),
         version=STAGE_VERSIONS["report"],
     wildcard_constraints:
@@ -34,7 +33,7 @@ rule paper_figure:
     input:
         # Figure 1 is drawn from the training curves alone
         certificates=lambda wc: [] if wc.figure == "figure1" else [source_certificate(s) for s in artefact_sources(wc.figure)],
-        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.figure) if s.single],
+        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.figure) if s.has_curve],
     output:
         pdf=report(f"{RESULTS}/{{figure}}.pdf", caption="../report/figures.rst", category="Figures",
                    labels={"figure": "{figure}"}),

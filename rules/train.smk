@@ -1,6 +1,8 @@
 # One GPU job per (dataset, method, σ, seed). Per-epoch training state is kept in
 # results/checkpoints/..., outside the declared output, because Snakemake deletes declared
 # outputs before each attempt: a retry after a SLURM time limit or preemption resumes from it.
+# A grid slot configured with a released checkpoint (methods.<m>.<d>.released; 000 Sec. 4 certified
+# SmoothAdv's published models) is imported instead: a local CPU job, no training.
 
 
 rule train:
@@ -33,3 +35,24 @@ rule train:
         runtime=job_runtime("train"),
     script:
         "../workflow_scripts/train.py"
+
+
+rule import_model:
+    input:
+        released=lambda wc: released_entry(wc)["path"],
+    output:
+        model=f"{RESULTS}/imported/{MODEL_DIR}/model.pt",
+    params:
+        format=lambda wc: released_entry(wc)["format"],
+        input_layer=lambda wc: released_entry(wc)["input_layer"],
+        arch=lambda wc: config["datasets"][wc.dataset]["arch"],
+        version=STAGE_VERSIONS["train"],
+    conda:
+        CONDA_ENV
+    log:
+        f"{RESULTS}/logs/import_model/{MODEL_DIR}.log",
+    localrule: True
+    resources:
+        mem_mb=4000,
+    script:
+        "../workflow_scripts/import_model.py"

@@ -116,7 +116,7 @@ def test_scripts(tmp_path):
     _run_script(
         "cost_estimate.py",
         input=SimpleNamespace(measured=str(measured)),
-        params=SimpleNamespace(train_jobs=jobs, certify_jobs=certify),
+        params=SimpleNamespace(train_jobs=jobs, certify_jobs=certify, imported_jobs=[], imported_unpriced=[]),
         output=out, log=[str(tmp_path / "estimate.log")],
     )
     df = pd.read_csv(out.csv)
@@ -124,3 +124,17 @@ def test_scripts(tmp_path):
     assert df.loc[0, "units"] == math.ceil(1097 / 16)
     md = Path(out.md).read_text()
     assert "| TOTAL |" in md and "measured on: cpu" in md and "seconds per step × steps" in md
+    assert "Released checkpoints" not in md  # nothing imported in this grid
+
+
+def test_imported_section_prices_the_training_saved():
+    import pandas as pd
+
+    from rslib.costs import imported_section
+
+    saved = pd.DataFrame({"dataset": ["cifar10"] * 2, "method": ["smoothadv"] * 2, "gpu_hours": [10.0, 12.5]})
+    text = imported_section(saved, 100.0, ["cifar10/macer/σ=0.25/seed 0"])
+    assert "2 imported models would take 22.50 GPU-hours to train here" in text
+    assert "this run needs 100.00 GPU-hours instead of 122.50 for the full retraining grid (22.50 saved)" in text
+    assert "1 imported models have no configured hparams" in text and "cifar10/macer" in text
+    assert imported_section(saved.iloc[:0], 100.0, []) == ""

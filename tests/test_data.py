@@ -579,18 +579,36 @@ def test_imagenet_class_mismatch(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_evaluation_indices() -> None:
-    idx = evaluation_indices(10_000, 20, None)
-    assert len(idx) == 500
-    assert idx[:3] == [0, 20, 40] and idx[-1] == 9980
-    assert all(b - a == 20 for a, b in zip(idx, idx[1:]))
-    assert evaluation_indices(50_000, 100, None)[-1] == 49_900
-    assert evaluation_indices(10_000, 20, 7) == [0, 20, 40, 60, 80, 100, 120]
-    assert evaluation_indices(10, 1, None) == list(range(10))
-    assert evaluation_indices(10_000, np.int64(20), 2) == [0, 20]
-    for bad in (0, -3, 2.5):
-        with pytest.raises(DataError, match="every"):
-            evaluation_indices(100, bad, None)
+def test_evaluation_indices_are_the_papers_subsets() -> None:
+    # 000 Tables 5-7: "the first 500 test images of Cifar-10"
+    assert evaluation_indices(10_000, 0, 1, 500) == list(range(500))
+    # ImageNet: every 100th validation image (the folder is sorted by class)
+    idx = evaluation_indices(50_000, 0, 100, 500)
+    assert idx[:3] == [0, 100, 200] and idx[-1] == 49_900 and len(idx) == 500
+    assert evaluation_indices(10_000, 5, 20, 3) == [5, 25, 45]
+    assert evaluation_indices(10_000, np.int64(0), np.int64(20), 2) == [0, 20]
+    assert evaluation_indices(10, 0, 1, 10) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((100, 0, 0, 5), "stride must be an integer >= 1"),
+        ((100, 0, 2.5, 5), "stride must be an integer >= 1"),
+        ((100, -1, 1, 5), "start must be an integer >= 0"),
+        ((100, 0, 1, 0), "count must be an integer >= 1"),
+        ((500, 0, 5, 101), "needs 101 test images .* has only 100: lower evaluation.count"),
+        ((500, 450, 1, 51), "has only 50"),
+    ],
+)
+def test_evaluation_indices_refuse_bad_or_too_large_subsets(args, message) -> None:
+    with pytest.raises(DataError, match=message):
+        evaluation_indices(*args)
+    # one line, for the workflow's error output
+    try:
+        evaluation_indices(*args)
+    except DataError as exc:
+        assert "\n" not in str(exc)
 
 
 def test_heldout_split_is_fixed_disjoint_and_complete():

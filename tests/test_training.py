@@ -230,3 +230,31 @@ def test_every_method_resumes_after_sigterm_to_identical_weights(digits_meta, tm
     assert not (tmp_path / "resumed/model.pt").exists()
     monkeypatch.setitem(training.METHODS, method, original)
     assert_same_weights(reference_weights, train(digits_meta, tmp_path / "resumed", hparams=hparams, method=method))
+
+
+def test_changed_curve_images_do_not_resume_the_old_training_state(digits_meta, tmp_path, capfd):
+    """The saved state holds the curve's history: a rerun with other curve images (a changed
+    evaluation subset) must start afresh, not resume the finished state and rewrite the curve
+    computed on the old images."""
+    torch.set_num_threads(1)
+    curve = {"every": 1, "images": 3, "n0": 100, "n": 200, "alpha": 0.001, "batch_size": 200}
+    old_images, new_images = list(range(0, 500, 5)), list(range(2, 500, 5))
+
+    def run(root: Path, ckpt: Path, eval_indices: list[int]) -> list[float]:
+        run_training(
+            data_meta=digits_meta, out_model=root / "m.pt", checkpoint_dir=ckpt, dataset="digits",
+            arch="small_cnn", method="gaussian", sigma=0.25, seed=0, hparams=dict(HPARAMS, epochs=2), device="cpu",
+            curve=curve, out_curve=root / "curve.csv", eval_indices=eval_indices,
+        )
+        return [h["acr"] for h in load_model(root / "m.pt")[2]["history"]]
+
+    old = run(tmp_path / "a", tmp_path / "ckpt", old_images)
+    fresh = run(tmp_path / "fresh", tmp_path / "fresh-ckpt", new_images)
+    assert old != fresh  # the two image sets give different curves (else this test shows nothing)
+    capfd.readouterr()
+    rerun = run(tmp_path / "a", tmp_path / "ckpt", new_images)
+    assert "discarding training state" in capfd.readouterr().err
+    assert rerun == fresh
+    # the same images again: the finished state is resumed (no training), same curve
+    assert run(tmp_path / "a", tmp_path / "ckpt", new_images) == fresh
+    assert "resuming from" in capfd.readouterr().err

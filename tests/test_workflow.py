@@ -32,7 +32,7 @@ def configured_models(config: dict) -> list[tuple[str, str, str, int]]:
 
 def expected_jobs(config: dict) -> dict[str, int]:
     models = configured_models(config)
-    shards = sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for _, d, _, _ in models)
+    shards = sum(min(config["certify"]["shards"], config["datasets"][d]["evaluation"]["count"]) for _, d, _, _ in models)
     counts = {"prepare_data": len(config["datasets"]), "train": len(models), "certify": shards,
               "merge_certificates": len(models), "summary": 1, "ensemble_summary": 1, "all": 1,
               "paper_table": 8, "paper_figure": 2, "comparison": 1, "measure_costs": 1, "cost_estimate": 1,
@@ -66,7 +66,7 @@ def expected_ensemble_jobs(config: dict, models) -> dict[str, int]:
                     adaptive.add((dataset, sigma, name))
     def shards(models):
         stored = [m for m in models if config["datasets"][m[0]].get("ensemble_evaluation", "stored") == "stored"]
-        return sum(min(config["certify"]["shards"], config["datasets"][d]["eval_max_images"]) for d, _, _, _ in stored)
+        return sum(min(config["certify"]["shards"], config["datasets"][d]["evaluation"]["count"]) for d, _, _, _ in stored)
 
     counts = {"certify_ensemble": len(certs), "fit_ensemble_weights": len(fits), "certify_adaptive": len(adaptive),
               "member_outputs": shards(members), "pseudo_outputs": shards(pseudo)}
@@ -153,6 +153,37 @@ def test_paper_hyper_parameters_reach_each_train_job(paper_dry_run):
     assert [jobs[("smoothmix", "cifar10", s, 0)]["alpha"] for s in ("0.25", "0.50", "1.00")] == [0.5, 1.0, 2.0]
 
 
+def test_paper_evaluates_on_the_papers_images():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    evaluation = {d: v["evaluation"] for d, v in config["datasets"].items()}
+    # 000 Tables 5-7: "the first 500 test images of Cifar-10"; ImageNet: every 100th (sorted by class)
+    assert evaluation["cifar10"] == evaluation["svhn"] == {"start": 0, "stride": 1, "count": 500}
+    assert evaluation["imagenet"] == {"start": 0, "stride": 100, "count": 500}
+
+
+def test_published_preset_trains_only_what_the_paper_trained(tmp_path):
+    """presets/cifar10-published.yaml: SmoothAdv from released checkpoints, Consistency and SmoothMix
+    (σ = 0.25, 0.50) from published logs; the released files are stand-ins for the dry run."""
+    preset = yaml.safe_load((REPO / "presets/cifar10-published.yaml").read_text())
+    released = 0
+    for per_dataset in preset["methods"].values():
+        for settings in per_dataset.values():
+            files = [f for r in settings.get("released", {}).values() for f in r["files"]]
+            released += len(files)
+            for f in files + list(settings.get("published_logs", {}).values()):
+                (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / f).write_text("stand-in")
+    result = snakemake(tmp_path, "-n", "all", config=REPO / "presets/cifar10-published.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trained = {(m, s) for m, d, s, k, _ in TRAIN_MESSAGE.findall(result.stdout)}
+    assert {m for m, _ in trained} == {"advmacer", "macer", "smoothmix"}
+    assert {s for m, s in trained if m == "smoothmix"} == {"1.00"}
+    counts = job_counts(result)
+    assert counts["import_model"] == released == 10
+    assert counts["import_certification_log"] == 5  # Consistency × 3 σ, SmoothMix × 2 σ
+    assert counts["train"] == 11 + 6 + 1  # AdvMacer 3+5+3 seeds, MACER 2 × 3 σ, SmoothMix σ = 1.00
+
+
 def test_demo_target_dry_run(tmp_path):
     result = snakemake(tmp_path, "-n", "results/demo/certified_accuracy.tex", config=REPO / "demo/config.yaml")
     assert result.returncode == 0, result.stderr
@@ -181,6 +212,22 @@ def test_lint_is_clean(tmp_path, configfile):
          "set datasets.digits.heldout_images"),
         ({"ensembles": {"build": [{"dataset": "digits", "members": ["gaussian×2"], "schemes": ["average"]}]}},
          "gaussian×2"),
+        ({"datasets": {"digits": {"arch": "small_cnn", "sigmas": [0.25], "evaluation": {"stride": 5, "count": 101}}}},
+         "datasets.digits.evaluation: count 101 but digits's 500 test images give only 100 from start 0 with stride 5"),
+        ({"datasets": {"digits": {"arch": "small_cnn", "sigmas": [0.25], "eval_every": 20}}}, "eval_every"),
+        ({"methods": {"gaussian": {"digits": {"seeds": [0], "hparams": {"epochs": 1, "batch_size": 8, "lr": 0.1,
+                                                                     "lr_milstones": [1]}}}}},
+         "methods.gaussian.digits.hparams: gaussian does not read hyper-parameter 'lr_milstones'; "
+         "did you mean 'lr_milestones'?"),
+        ({"methods": {"macer": {"digits": {"seeds": [0], "hparams": {"epochs": 1, "batch_size": 8, "lr": 0.1},
+                                           "by_sigma": {"0.25": {"momentun": 0.5}}}}}},
+         "methods.macer.digits.by_sigma.0.25: macer does not read hyper-parameter 'momentun'; did you mean 'momentum'?"),
+        ({"methods": {"gaussian": {"digits": {"seeds": [0], "hparams": {"epochs": 1, "batch_size": 8, "lr": 0.1},
+                                              "by_sigma": {"0.25": {"epochs": "two"}}}}}},
+         "methods.gaussian.digits.by_sigma.0.25: epochs: 'two' is not of type 'integer'"),
+        ({"methods": {"smoothadv": {"digits": {"seeds": [0], "hparams": {"epochs": 1, "batch_size": 8, "lr": 0.1,
+                                                                      "epsilon": -1.0}}}}},
+         "-1.0 is less than the minimum of 0"),  # top-level hparams: the schema itself
     ],
 )
 def test_invalid_config_is_refused_with_a_clear_error(tmp_path, change, message):
@@ -237,8 +284,12 @@ def test_merged_shards_equal_one_unsharded_certification(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(merged[columns], whole[columns])
 
 
-def test_rerun_is_a_no_op_and_a_lost_shard_reruns_alone(tiny_run):
-    workdir, config, _ = tiny_run
+def test_rerun_is_a_no_op_and_a_lost_shard_reruns_alone(tiny_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "run"  # a copy (mtimes and .snakemake metadata included): the shared run stays whole
+    shutil.copytree(tiny_run[0], workdir, symlinks=True)
+    config = tiny_run[1]
     again = snakemake(workdir, "-n", TINY_TARGET, config=config)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     model_dir = workdir / "results/certify/digits/gaussian/sigma0.25/seed0"

@@ -25,8 +25,8 @@ def main():
         record = provenance.collect(resolve_device(params.device), settings)
         write_json(snakemake.output.provenance, {**record, "counts_from": snakemake.input.outputs})
         return
-    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
-    start, stop = shard_ranges(params.eval["eval_max_images"], params.num_shards)[int(wc.shard)]
+    subset = evaluation_subset(snakemake.input.data, params.eval)
+    start, stop = shard_ranges(params.eval["count"], params.num_shards)[int(wc.shard)]
     run_certification(
         model_path=snakemake.input.model,
         data_meta=snakemake.input.data,

@@ -35,7 +35,7 @@ def main():
     scheme = get_scheme(adaptive["scheme"])
     ensemble = EnsembleClassifier([m for m, _, _ in models], rule_for(scheme, params.settings))
     smooth = Smooth(ensemble, models[0][1].num_classes, sigma, params.noise_seed, device)
-    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+    subset = evaluation_subset(snakemake.input.data, params.eval)
     started = time.perf_counter()
     rows, summaries = certify_adaptive_images(
         smooth, load_split(snakemake.input.data, "test"), subset, adaptive["radii"], certify["n0"],

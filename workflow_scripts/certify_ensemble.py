@@ -51,7 +51,7 @@ def main():
         mode, device = "direct evaluation", resolve_device(params.device)
         models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device) for p in snakemake.input.models]
         loaded = time.perf_counter()
-        subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+        subset = evaluation_subset(snakemake.input.data, params.eval)
         used = certify_scheme_direct(
             [m for m, _, _ in models], [member_key(m["method"], int(m["seed"])) for m in members],
             load_split(snakemake.input.data, "test"), subset, scheme, params.settings,

@@ -8,7 +8,7 @@ from pathlib import Path
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.costs import estimate_gpu_hours, markdown_table, summarize_estimate
+from rslib.costs import estimate_gpu_hours, imported_section, markdown_table, summarize_estimate
 from rslib.io import atomic_path, write_text
 from rslib.workflow import run_logged
 
@@ -16,19 +16,25 @@ params = snakemake.params
 
 
 def main():
-    from rslib.data import dataset_info
+    import pandas as pd
+
+    from rslib.dataset_registry import dataset_info
 
     measured = json.loads(Path(snakemake.input.measured).read_text())
     # training-set sizes from the dataset registry: the estimate needs no downloaded dataset
-    n_train = {job["dataset"]: dataset_info(job["dataset"]).train_images for job in params.train_jobs}
+    jobs = list(params.train_jobs) + list(params.imported_jobs)
+    n_train = {job["dataset"]: dataset_info(job["dataset"]).train_images for job in jobs}
     df = estimate_gpu_hours(list(params.train_jobs), list(params.certify_jobs), measured, n_train)
+    saved = estimate_gpu_hours(list(params.imported_jobs), [], measured, n_train)
+    saved["rule"] = "imported (not trained)"
     with atomic_path(snakemake.output.csv) as tmp:
-        df.to_csv(tmp, index=False)
+        pd.concat([df, saved], ignore_index=True).to_csv(tmp, index=False)
     devices = sorted({str(r.get("device", "unknown")) for r in measured})
     summary = summarize_estimate(df)
     text = (
         "# Estimated GPU-hours of the configured run\n\n"
         + markdown_table(summary)
+        + imported_section(saved, float(df["gpu_hours"].sum()), list(params.imported_unpriced))
         + f"\nCosts measured on: {', '.join(devices) or 'unknown'}.\n\n"
         "The estimate = measured seconds per step × steps of the configured grid (training: epochs × "
         "ceil((training images − held-out) / batch size) optimisation steps; certification: images × "

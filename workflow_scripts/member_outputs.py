@@ -22,8 +22,8 @@ def main():
 
     torch.set_num_threads(snakemake.threads)
     settings = params.settings
-    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
-    start, stop = shard_ranges(params.eval["eval_max_images"], params.num_shards)[int(wc.shard)]
+    subset = evaluation_subset(snakemake.input.data, params.eval)
+    start, stop = shard_ranges(params.eval["count"], params.num_shards)[int(wc.shard)]
     device = resolve_device(params.device)
     model, _, _ = load_model(snakemake.input.model, dataset=wc.dataset, sigma=float(wc.sigma), device=device)
     outputs = compute_member_outputs(

@@ -1,12 +1,12 @@
 """Rule merge_certificates: concatenate a model's shards (exactly the evaluation subset) and
+join the provenance of the model and of every shard. A damaged shard is refused with its
+file:line, the bad field and the command that recomputes it (rslib.certify.RECOVER_SHARD)."""
 
+import json
 import sys
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
-join the provenance of the model and of every shard."""
-
-import json
 
 from rslib import provenance
 from rslib.analysis import read_certificates
@@ -19,16 +19,17 @@ params = snakemake.params
 
 
 def main():
-    subset = evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"])
+    subset = evaluation_subset(snakemake.input.data, params.eval)
+    extra = read_checkpoint(snakemake.input.model).get("extra", {})  # a corrupt model fails before any output
     merge_shards(snakemake.input.shards, snakemake.output.tsv, subset)
-    extra = read_checkpoint(snakemake.input.model).get("extra", {})
     write_json(
         snakemake.output.provenance,
         {
             "certify": dict(params.settings),
             "certify_config_hash": provenance.config_hash(dict(params.settings)),
             "certify_seconds": float(read_certificates(snakemake.output.tsv)["time"].sum()),
-            "model": {"train_seconds": extra.get("train_seconds"), "provenance": extra.get("provenance")},
+            "model": {"train_seconds": extra.get("train_seconds"), "provenance": extra.get("provenance"),
+                      "imported": extra.get("imported")},
             "shards": [json.loads(open(p).read()) for p in snakemake.input.shard_provenance],
         },
     )

@@ -27,6 +27,6 @@ run_logged(
         curve=dict(params.curve),
         out_curve=snakemake.output.curve,
         heldout_images=int(params.heldout),
-        eval_indices=evaluation_subset(snakemake.input.data, params.eval["eval_every"], params.eval["eval_max_images"]),
+        eval_indices=evaluation_subset(snakemake.input.data, params.eval),
     ),
 )

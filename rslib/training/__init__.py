@@ -58,7 +58,9 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one model and save it (with spec, history, timing and provenance) to ``out_model``.
 
-    Resumable: rerunning after an interruption continues from ``checkpoint_dir``.
+    Resumable: rerunning after an interruption continues from ``checkpoint_dir`` when the
+    state there was saved for the same model spec, curve settings, curve images and held-out
+    split (the resume key); otherwise training starts afresh.
     With ``curve`` (see :class:`rslib.training.curves.CurveConfig`), an ACR estimate on the
     first images of ``eval_indices`` is recorded periodically and written to ``out_curve``.
     ``heldout_images`` training images (:func:`rslib.data.heldout_split`) are left out of
@@ -68,9 +70,10 @@ def run_training(
     from .. import provenance
     from ..checkpoint import ModelSpec, save_model
     from ..data import TensorImageDataset, dataset_info, heldout_split, load_split
+    from ..hparams import check_hparam_keys
     from ..noise import mix_seed
     from ..versions import STAGE_VERSIONS
-    from .curves import CurveConfig, curve_hook, write_curve
+    from .curves import CurveConfig, curve_hook, curve_images, write_curve
     from .loop import InMemoryBatches, LoaderBatches, OptimConfig, train_loop
 
     if threads:
@@ -78,6 +81,7 @@ def run_training(
     dev = resolve_device(device)
     info = dataset_info(dataset)
     method_cls = get_method(method)
+    check_hparam_keys(method, hparams, f"hparams of {method}")
     optim = OptimConfig.from_hparams(hparams)
     spec = ModelSpec(
         arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
@@ -85,9 +89,15 @@ def run_training(
         hparams=dict(hparams),
     )
     curve_config = CurveConfig.from_dict(curve)
-    run_key = provenance.config_hash(
-        {"spec": spec.__dict__, "curve": curve, "heldout": heldout_images, "train_version": STAGE_VERSIONS["train"]}
-    )
+    if curve_config is not None and eval_indices is None:
+        raise ValueError("training curves need the evaluation subset (eval_indices)")
+    # The saved state carries the curve's history (ACR on the curve's images), so the images
+    # belong to the resume key: other images start afresh instead of resuming an old curve.
+    key: dict[str, Any] = {"spec": spec.__dict__, "curve": curve, "heldout": heldout_images,
+                           "train_version": STAGE_VERSIONS["train"]}
+    if curve_config is not None:
+        key["curve_images"] = curve_images(curve_config, eval_indices)
+    run_key = provenance.config_hash(key)
     torch.manual_seed(mix_seed(seed, 103))
     model = spec.build().to(dev)
     train_set = load_split(data_meta, "train")
@@ -108,8 +118,6 @@ def run_training(
     )
     hook = None
     if curve_config is not None:
-        if eval_indices is None:
-            raise ValueError("training curves need the evaluation subset (eval_indices)")
         hook = curve_hook(
             curve_config, load_split(data_meta, "test"), eval_indices, sigma=float(sigma),
             num_classes=info.num_classes, device=dev, total_epochs=optim.epochs, log=log,

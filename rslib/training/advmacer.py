@@ -29,16 +29,14 @@ import torch
 
 from .macer import MacerSettings
 from .smoothadv import SmoothAdv
+from ..hparams import METHOD_KEYS
 
 
 class AdvMacer(SmoothAdv):
     """AdvMacer training; see the module docstring. SmoothAdv's step with MACER's objective."""
 
     name = "advmacer"
-    hparam_keys: ClassVar[tuple[str, ...]] = (
-        "num_noise_vec", "attack_steps", "epsilon", "warmup_epochs",
-        "gamma", "beta", "lbd", "lbd_zero_until_first_decay",
-    )
+    hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["advmacer"]
 
     def __init__(self, sigma: float, hparams: dict[str, Any]):
         super().__init__(sigma, hparams)

@@ -33,7 +33,7 @@ only permutes rows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .base import TrainingMethod
 from .copies import copy_labels, noisy_copies, split_copies
+from ..hparams import METHOD_KEYS
 
 #: λ of the CIFAR-10 "cohen" runs by σ (see the module docstring).
 CIFAR10_LBD: dict[float, float] = {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}
@@ -80,7 +81,7 @@ class Consistency(TrainingMethod):
     """
 
     name = "consistency"
-    hparam_keys = ("num_noise_vec", "lbd", "eta")
+    hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["consistency"]
 
     def __init__(self, sigma: float, hparams: dict[str, Any]):
         super().__init__(sigma, hparams)

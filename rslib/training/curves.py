@@ -38,6 +38,11 @@ class CurveConfig:
         return None if not values else cls(**values)
 
 
+def curve_images(config: CurveConfig, indices: Sequence[int]) -> list[int]:
+    """The test images the curve evaluates: the first ``config.images`` of ``indices``."""
+    return [int(i) for i in list(indices)[: config.images]]
+
+
 def curve_hook(
     config: CurveConfig,
     test_set: Any,
@@ -50,7 +55,7 @@ def curve_hook(
     log: Callable[[str], None],
 ) -> Callable[[int, torch.nn.Module, Any], None]:
     """An ``on_epoch_end`` hook for :func:`rslib.training.loop.train_loop`."""
-    subset = list(indices)[: config.images]
+    subset = curve_images(config, indices)
 
     def hook(epoch: int, model: torch.nn.Module, state: Any) -> None:
         if epoch % config.every and epoch != total_epochs:

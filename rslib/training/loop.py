@@ -174,7 +174,7 @@ def _save_state(path: Path, run_key: str, model, optimizer, state: TrainState) -
 def _load_state(path: Path, run_key: str, model, optimizer, log: Callable[[str], None]) -> TrainState:
     if not path.exists():
         return TrainState()
-    blob = read_checkpoint(path)
+    blob = read_checkpoint(path, recover=f"delete {path} and rerun (no rule writes it; training restarts from epoch 0)")
     if blob.get("run_key") != run_key:
         log(f"discarding training state {path}: it belongs to other settings (run key {blob.get('run_key')} != {run_key})")
         path.unlink()

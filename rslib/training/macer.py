@@ -41,6 +41,7 @@ from ..errors import ConfigError
 from .base import TrainingMethod
 from .copies import mean_over_copies, noisy_copies
 from .smoothadv import hparam_value, soft_smoothed_log_probs
+from ..hparams import METHOD_KEYS
 
 
 def normal_icdf(p: torch.Tensor) -> torch.Tensor:
@@ -131,9 +132,7 @@ class Macer(TrainingMethod):
     """MACER training; see the module docstring."""
 
     name = "macer"
-    hparam_keys: ClassVar[tuple[str, ...]] = (
-        "num_noise_vec", "gamma", "beta", "lbd", "lbd_zero_until_first_decay",
-    )
+    hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["macer"]
 
     def __init__(self, sigma: float, hparams: dict[str, Any]):
         super().__init__(sigma, hparams)

@@ -37,6 +37,7 @@ from ..attacks import smooth_adv_pgd, warmup_epsilon
 from ..errors import ConfigError
 from .base import TrainingMethod
 from .copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
+from ..hparams import METHOD_KEYS
 
 
 def hparam_value(hparams: dict[str, Any], key: str, method: str, default: Any = None) -> Any:
@@ -96,7 +97,7 @@ class SmoothAdv(TrainingMethod):
     """SmoothAdv_PGD training with m noise samples ("multitrain"); see the module docstring."""
 
     name = "smoothadv"
-    hparam_keys: ClassVar[tuple[str, ...]] = ("num_noise_vec", "attack_steps", "epsilon", "warmup_epochs")
+    hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["smoothadv"]
 
     def __init__(self, sigma: float, hparams: dict[str, Any]):
         super().__init__(sigma, hparams)

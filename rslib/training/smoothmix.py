@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ from ..errors import ConfigError
 from .base import TrainingMethod
 from .consistency import _sigma_default
 from .copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
+from ..hparams import METHOD_KEYS
 
 #: PGD step size α of the CIFAR-10 runs by σ (``EXPERIMENTS.MD``).
 CIFAR10_ALPHA: dict[float, float] = {0.25: 0.5, 0.5: 1.0, 1.0: 2.0}
@@ -169,7 +170,7 @@ class SmoothMix(TrainingMethod):
     """
 
     name = "smoothmix"
-    hparam_keys = ("num_noise_vec", "num_steps", "eta", "alpha", "mix_step", "warmup", "maxnorm", "maxnorm_s")
+    hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["smoothmix"]
 
     def __init__(self, sigma: float, hparams: dict[str, Any]):
         super().__init__(sigma, hparams)
