@@ -231,11 +231,13 @@ def build_table(
         sigmas = sorted({s.sigma for s in sources})
         labels = list(dict.fromkeys(s.label for s in sources))
         by = {(s.label, s.sigma): s for s in sources}
-        marks = {s.label: s.marked_label for s in sources}  # a row mixing origins shows the first
         header = ["Methods", *[f"σ={float(s):g}" for s in sigmas]]
         rows, values, records = [], [], []
         for label in labels:
-            cells, vals = [marks[label]], []
+            row_origins = {by[(label, s)].origin for s in sigmas if (label, s) in by}
+            uniform = len(row_origins) == 1  # one origin: marked on the label; mixed: on each cell
+            first = next(by[(label, s)] for s in sigmas if (label, s) in by)
+            cells, vals = [first.marked_label if uniform else label], []
             for sigma in sigmas:
                 src = by.get((label, sigma))
                 if src is None:
@@ -243,7 +245,7 @@ def build_table(
                     vals.append(None)
                     continue
                 st = stats[src]
-                cells.append(f"{st['acr']:.3f} ({_pct(st['accuracy'])})")
+                cells.append(f"{st['acr']:.3f} ({_pct(st['accuracy'])})" + ("" if uniform else ORIGIN_MARKS[src.origin]))
                 vals.append(st["acr"])
                 records += [_record(artefact, sigma, label, "acr", st["acr"], src.origin),
                             _record(artefact, sigma, label, "accuracy", st["accuracy"], src.origin)]

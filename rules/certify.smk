@@ -59,7 +59,7 @@ rule merge_certificates:
 
 rule import_certification_log:
     input:
-        log=lambda wc: PUBLISHED_LOGS[(wc.dataset, wc.sigma, wc.method)],
+        log=published_log,
         data=f"{DATA}/{{dataset}}/meta.json",
     output:
         tsv=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.tsv",

@@ -398,6 +398,15 @@ def published_certificate_path(dataset, sigma, method):
     return f"{RESULTS}/published/{dataset}/{method}/sigma{sigma}/certify.tsv"
 
 
+def published_log(wildcards):
+    """The published certification log configured for (dataset, σ, method)."""
+    key = (wildcards.dataset, wildcards.sigma, wildcards.method)
+    if key not in PUBLISHED_LOGS:
+        raise WorkflowError(f"no published log configured in methods.{wildcards.method}.{wildcards.dataset}"
+                            f".published_logs for sigma {wildcards.sigma}")
+    return PUBLISHED_LOGS[key]
+
+
 def source_certificate(src):
     if src.single and src.origin == "published log":
         return published_certificate_path(src.dataset, src.sigma, src.name)

@@ -124,3 +124,22 @@ def test_transcribed_paper_numbers_are_well_formed():
     assert not paper.duplicated(["table", "sigma", "row", "metric"]).any()
     fractions = paper[paper["metric"].isin(["acr", "accuracy"]) | paper["metric"].str.startswith("r=")]
     assert fractions["value"].between(0, 1.5).all()
+
+
+def test_origins_are_marked_per_row_or_per_cell():
+    """A row of one origin is marked on its label; a row mixing origins (SmoothMix from published
+    logs at σ 0.25 and trained at σ 1.00, as in presets/cifar10-published.yaml) on each cell."""
+    from rslib.paper_tables import Source, build_table
+
+    stats = {"acr": 0.5, "accuracy": 0.8}
+    sources = [Source("cifar10", "0.25", "smoothadv", origin="imported"),
+               Source("cifar10", "1.00", "smoothadv", origin="imported"),
+               Source("cifar10", "0.25", "smoothmix", origin="published log"),
+               Source("cifar10", "1.00", "smoothmix")]
+    table = build_table("table1", sources, {s: stats for s in sources})
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["SmoothAdv ‡"] == ["0.500 (80.0%)", "0.500 (80.0%)"]
+    assert rows["SmoothMix"] == ["0.500 (80.0%) §", "0.500 (80.0%)"]
+    assert "‡ released checkpoint" in table.caption and "§ published certification log" in table.caption
+    origins = {(r["row"], r["sigma"]): r["origin"] for r in table.records}
+    assert origins[("SmoothMix", "0.25")] == "published log" and origins[("SmoothMix", "1.00")] == "trained"
