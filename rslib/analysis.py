@@ -67,9 +67,8 @@ def import_certification_log(source: str | os.PathLike, indices: Sequence[int], 
     A log that lacks any of ``indices`` is refused: a published row must describe the same
     images as every other row of a table (``000`` Tables 5-7 use the first 500 test images).
     """
-    import hashlib
-
     from .errors import CertificateLogError
+    from .io import file_digest
 
     try:
         df = read_certificates(source)
@@ -89,7 +88,7 @@ def import_certification_log(source: str | os.PathLike, indices: Sequence[int], 
     out = by_index.loc[wanted].reset_index()[list(COLUMNS)]
     with atomic_path(out_tsv) as tmp:
         out.to_csv(tmp, sep="\t", index=False, float_format=None)
-    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    digest = file_digest(source, "sha256")
     return {"source": str(source), "sha256": digest, "format": "cohen-log", "rows": len(out),
             "rows_in_source": int(len(df))}
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import CertificateError
+from .errors import CertificateError, force_rebuild
 from .io import atomic_path
 from .smoothing import Smooth
 
@@ -105,11 +105,6 @@ def run_certification(
     certify_images(smooth, test_set, indices, out_tsv, n0=n0, n=n, alpha=alpha, batch_size=batch_size)
 
 
-#: How to recompute one damaged shard. Snakemake does not rerun a job whose outputs exist (and
-#: deleting a shard does not rerun anything once the merged file exists), so the shard job is
-#: forced; the merge then reruns because a merged file is missing or older than the new shard.
-RECOVER_SHARD = "snakemake --force {shard} (with your run's --configfile/--profile/--cores options), then rerun your target"
-
 _INT = re.compile(r"-?[0-9]+")
 
 
@@ -150,22 +145,21 @@ def merge_shards(
     shards: Sequence[str | os.PathLike],
     out_tsv: str | os.PathLike,
     expected: Sequence[int],
-    recover: str = RECOVER_SHARD,
 ) -> None:
     """Concatenate shard TSVs in order; the rows must be exactly the images ``expected``.
 
     Every field of every row is checked as :func:`certificate_row` writes it (idx, label ≥ 0,
     predict ≥ −1 integers; radius finite ≥ 0, and 0 for an abstention; correct = [predict =
     label]; time finite ≥ 0); blank lines are skipped. A damaged shard raises
-    :class:`CertificateError` naming ``file:line``, the field, and ``recover`` (formatted with
-    ``shard=``): how to recompute that shard. Nothing is written unless every row is good.
+    :class:`CertificateError` naming ``file:line``, the field, and how to recompute that shard
+    (:func:`rslib.errors.force_rebuild`). Nothing is written unless every row is good.
     """
     rows: list[str] = []
     where: list[tuple[str, int]] = []  # (shard, line) of each row
     got: list[int] = []
     for shard in shards:
         shard = str(shard)
-        fix = recover.format(shard=shard)
+        fix = force_rebuild(shard)
         try:
             f = open(shard)
         except OSError as exc:
@@ -200,10 +194,10 @@ def merge_shards(
             detail = f"{shard}:{number} has image {got[k]} where the subset has " + (
                 f"image {expected[k]}" if k < len(expected) else "no more images"
             )
-            fix = recover.format(shard=shard)
+            fix = force_rebuild(shard)
         else:
             detail = f"image {expected[k]} and {len(expected) - k - 1} more are missing after the last shard"
-            fix = recover.format(shard=" ".join(str(s) for s in shards))
+            fix = force_rebuild(" ".join(str(s) for s in shards))
         raise CertificateError(
             f"shards cover images {got[:3]}…({len(got)}) but the evaluation subset is {expected[:3]}…"
             f"({len(expected)}): {detail}; rerun the certify shards: {fix}"

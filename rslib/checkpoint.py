@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, force_rebuild
 from .io import atomic_path
 from .models import build_model
 
@@ -62,16 +62,9 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec,
         torch.save(blob, tmp)
 
 
-def recover_by_force(path: str | os.PathLike) -> str:
-    """The command that rebuilds a damaged workflow output: deleting it is not enough, since
-    Snakemake rebuilds nothing while the results after it exist ("Nothing to be done")."""
-    return (f"recover: snakemake --force {path} (with your run's --configfile/--profile/--cores options), "
-            "then rerun your target")
-
-
 def read_checkpoint(path: str | os.PathLike, recover: str | None = None) -> dict[str, Any]:
     """Load a torch file with ``weights_only=True``; a missing or corrupt file → CheckpointError
-    whose message ends with ``recover`` (default: :func:`recover_by_force`, for workflow outputs)."""
+    whose message ends with ``recover`` (default: :func:`rslib.errors.force_rebuild`, for workflow outputs)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -80,7 +73,7 @@ def read_checkpoint(path: str | os.PathLike, recover: str | None = None) -> dict
     except Exception as exc:  # torch's loaders raise many types on damaged files (KeyError, IndexError, …)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         reason = reason.split(". ")[0][:120]  # torch's first line can be a paragraph
-        raise CheckpointError(f"corrupt checkpoint {path}: {reason}; {recover or recover_by_force(path)}") from None
+        raise CheckpointError(f"corrupt checkpoint {path}: {reason}; {recover or 'recover: ' + force_rebuild(path)}") from None
 
 
 def load_model(

@@ -18,7 +18,6 @@ the file or URL involved; progress goes to stderr.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import json
 import lzma
@@ -48,6 +47,7 @@ from .dataset_registry import (
     evaluation_indices,
 )
 from .errors import DataError
+from .io import file_digest
 
 __all__ = [
     "DATASETS",
@@ -76,15 +76,6 @@ SPLITS = ("train", "test")
 def _log(message: str) -> None:
     """Print a progress line to stderr."""
     print(message, file=sys.stderr, flush=True)
-
-
-def file_digest(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
-    """Hex digest of a file's contents (``algorithm``: ``"md5"``, ``"sha256"``)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _checksum_problem(path: Path, md5: str | None, sha256: str | None) -> str | None:

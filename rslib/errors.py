@@ -9,6 +9,13 @@ class RslibError(RuntimeError):
     """Base class for errors caused by bad input rather than by a bug."""
 
 
+def force_rebuild(path: object) -> str:
+    """How to redo one damaged workflow output. Deleting it is not enough: Snakemake rebuilds
+    nothing while the results after it exist ("Nothing to be done"); forcing its job makes the
+    file newer than what depends on it, so rerunning the target rebuilds those too."""
+    return f"snakemake --force {path} (with your run's --configfile/--profile/--cores options), then rerun your target"
+
+
 class CheckpointError(RslibError):
     """A model or training-state file is missing, corrupt, or does not match its use."""
 

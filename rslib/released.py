@@ -42,7 +42,6 @@ nothing is written.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -55,6 +54,7 @@ import torch
 from .checkpoint import ModelSpec, read_checkpoint, save_model
 from .dataset_registry import dataset_info
 from .errors import CheckpointError
+from .io import file_digest
 
 #: format name → (dictionary key of the weights, default input layer)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -73,14 +73,6 @@ FOREIGN_ARCHS = {"cifar_resnet20": "resnet20", "cifar_resnet110": "resnet110", "
 SMOOTHADV_NORMALIZE_FOLDERS = ("imagenet32", "finetune_cifar_from_imagenetPGD2steps", "self_training")
 
 _NOISE_FOLDER = re.compile(r"(?:^|/)noise_(\d+(?:\.\d+)?)(?:/|$)")
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def smoothadv_input_layer(path: str | os.PathLike) -> str:
@@ -196,7 +188,7 @@ def released_model(
         raise CheckpointError(f"{path}: weights do not fit {arch!r}: {found}")
     model[1].load_state_dict(state)
     record = {
-        "source": str(path), "sha256": sha256(path), "format": fmt, "input_layer": layer,
+        "source": str(path), "sha256": file_digest(path, "sha256"), "format": fmt, "input_layer": layer,
         "arch_in_file": file_arch, "epoch_in_file": blob.get("epoch"),
         "sigma_in_path": path_sigma,
     }

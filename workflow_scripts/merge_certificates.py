@@ -1,6 +1,6 @@
 """Rule merge_certificates: concatenate a model's shards (exactly the evaluation subset) and
 join the provenance of the model and of every shard. A damaged shard is refused with its
-file:line, the bad field and the command that recomputes it (rslib.certify.RECOVER_SHARD)."""
+file:line, the bad field and the command that recomputes it (rslib.errors.force_rebuild)."""
 
 import json
 import sys
