@@ -200,18 +200,14 @@ def import_released(
     fmt: str,
     out_model: str | os.PathLike,
     *,
-    dataset: str,
-    arch: str,
-    sigma: float,
-    method: str,
-    seed: int,
-    input_layer: str | None = None,
     provenance: Mapping[str, Any] | None = None,
+    **slot: Any,
 ) -> dict[str, Any]:
     """Write ``path`` (a released checkpoint of format ``fmt``) as an rslib model file at
-    ``out_model``; returns the import record. Nothing is written when the file is refused."""
-    model, spec, record = released_model(path, fmt, dataset=dataset, arch=arch, sigma=sigma, method=method,
-                                         seed=seed, input_layer=input_layer)
+    ``out_model`` for the grid slot ``slot`` (``dataset``, ``arch``, ``sigma``, ``method``,
+    ``seed``, optional ``input_layer``: see :func:`released_model`); returns the import record.
+    Nothing is written when the file is refused."""
+    model, spec, record = released_model(path, fmt, **slot)
     save_model(out_model, model, spec, {"imported": record, "train_seconds": None,
                                         "provenance": dict(provenance or {})})
     return record
