@@ -87,7 +87,7 @@ def import_certification_log(source: str | os.PathLike, indices: Sequence[int], 
         )
     out = by_index.loc[wanted].reset_index()[list(COLUMNS)]
     with atomic_path(out_tsv) as tmp:
-        out.to_csv(tmp, sep="\t", index=False, float_format=None)
+        out.to_csv(tmp, sep="\t", index=False)
     digest = file_digest(source, "sha256")
     return {"source": str(source), "sha256": digest, "format": "cohen-log", "rows": len(out),
             "rows_in_source": int(len(df))}

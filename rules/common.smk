@@ -196,13 +196,13 @@ def _check_hparams():
                 raise WorkflowError(str(exc)) from None
             if "hparams" not in settings:
                 continue
-            for key, override in [(None, {})] + list(settings.get("by_sigma", {}).items()):
+            # hparams themselves passed the schema in the Snakefile; the per-σ overrides did not
+            for key, override in settings.get("by_sigma", {}).items():
                 merged = {**settings["hparams"], **override}
                 error = next(iter(sorted(validator.iter_errors(merged), key=lambda e: list(e.path))), None)
                 if error is not None:
                     field = ".".join(str(p) for p in error.path) or "hparams"
-                    section = f"by_sigma.{key}" if key is not None else "hparams"
-                    raise WorkflowError(f"{where}.{section}: {field}: {error.message}")
+                    raise WorkflowError(f"{where}.by_sigma.{key}: {field}: {error.message}")
 
 
 _check_hparams()
