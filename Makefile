@@ -29,8 +29,10 @@ demo: $(STAMP)
 	@echo
 	@column -s, -t < results/demo/adaptive.csv
 	@echo
+	@sed -n -e '/^\*\*/{s/\*\*//g;p}' -e 's/^- Table/Table/p' results/demo/comparison.md
+	@echo
 	@echo "Paper:   results/demo/table{1..8}.tex, results/demo/figure{1,3}.pdf, results/demo/curves/*.pdf"
-	@echo "Compare: results/demo/comparison.md (paper vs this run; digits stands in for every dataset)"
+	@echo "Compare: results/demo/comparison.md (paper vs this run, a verdict per cell; digits stands in for every dataset)"
 	@echo "Cost:    results/demo/cost_estimate.md"
 	@echo "Also:    results/demo/certified_accuracy.tex, results/demo/ensembles.tex, results/demo/adaptive.csv"
 	@echo "Report:  results/demo/report.html (Snakemake report: every table and figure with captions and provenance)"

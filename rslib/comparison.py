@@ -1,73 +1,260 @@
-"""Paper vs reproduced: the one place where the paper's own numbers appear.
+"""Paper vs reproduced: the one place where the paper's own numbers appear, and whether each was
+reproduced within the uncertainty this run can measure.
 
 ``paper/reported.csv`` holds every number of ``000``'s Tables 1–8, transcribed once with its
 table, σ, row, metric and source line. :func:`compare` joins it with the long-format CSVs the
 workflow writes for each regenerated table (:func:`rslib.paper_tables.write_table`) on
-(table, σ, row, metric): for every cell we regenerate, the paper's value, ours and the difference.
+(table, σ, row, metric) and gives every cell a verdict (:func:`verdict`):
+
+- **not comparable** when the run's configuration differs from the paper's for that cell
+  (:func:`configuration_deviations`: another dataset, architecture, evaluation subset,
+  CERTIFY parameters, training hyper-parameters or weight-fitting settings), or when a time was
+  measured on other hardware than the paper's (``000`` Sec. 4: every time is from one NVIDIA
+  V100);
+- **reproduced** when the paper's value lies inside our 95% interval: a seeded percentile
+  bootstrap over the evaluated images, which for a trained single-model row with several seeds
+  also draws the seed (:func:`rslib.analysis.bootstrap_intervals`); times on matching hardware
+  when ours/paper is within the configured tolerance;
+- **differs** otherwise.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
 from .analysis import latex_table
+from .hparams import merged_hparams
 from .io import atomic_path
+from .paper_tables import PAPER_DATASETS, artefact_dataset
 
 KEYS = ["table", "sigma", "row", "metric"]
+
+#: ``000`` Sec. 4: "We train all models on a single NVIDIA V100 GPU and the training time
+#: reported below is all from NVIDIA V100 GPU." A time is comparable only when our provenance
+#: records a device with this name.
+PAPER_GPU = "V100"
+#: Cells that are times (hours of training, seconds of certification per image): compared as
+#: ratios, never by bootstrap.
+TIME_METRICS = ("train_hours", "certify_seconds")
+#: CERTIFY's parameters (``000`` Sec. 4: N0 = 100, N = 100,000, α = 0.001) and our precision switch.
+CERTIFY_KEYS = ("n0", "n", "alpha", "autocast_bf16")
+VERDICTS = ("reproduced", "differs", "not comparable")
+
+COLUMNS = [*KEYS, "paper", "ours", "difference", "ratio", "low", "high", "seeds", "seed_mean", "seed_min",
+           "seed_max", "verdict", "reason", "origin", "device", "source_line"]
+
+
+def describe_evaluation(ev: Mapping[str, int]) -> str:
+    """``{start, stride, count}`` in words: "the first 500 test images", "every 100th … from 0"."""
+    if ev["stride"] == 1 and ev["start"] == 0:
+        return f"the first {ev['count']} test images"
+    every = "every image" if ev["stride"] == 1 else f"every {ev['stride']}th image"
+    return f"{ev['count']} test images, {every} from {ev['start']}"
+
+
+def configuration_deviations(
+    run: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    artefact: str,
+    sigma: str,
+    trained_methods: Sequence[str] = (),
+    ensemble_settings: Sequence[str] = (),
+    certified_here: bool = True,
+) -> list[str]:
+    """Why the cells of one source (a table row at one σ) are not comparable with the paper:
+    each setting of the run configuration ``run`` that differs from ``reference``, the paper's
+    configuration (the workflow's ``config.yaml``, every value of which cites ``000``), both
+    validated with the schema's defaults. [] when the cells are comparable.
+
+    Checked: the artefact's dataset (``paper.main``/``svhn``/``imagenet``; nothing else is
+    compared on another dataset), its architecture and evaluation subset; CERTIFY's parameters
+    when this run certified the row (``certified_here``; a published log carries its authors'
+    own); the merged hyper-parameters at ``sigma`` of each method this run trained for the row
+    (``trained_methods``: the method, or the ensemble's trained members; an imported checkpoint
+    was trained by its authors); and the ``ensembles.<key>`` settings a fitted or per-point
+    scheme reads (``ensemble_settings``).
+    """
+    dataset, paper_dataset = artefact_dataset(artefact, run["paper"]), artefact_dataset(artefact, reference["paper"])
+    if dataset != paper_dataset:
+        return [f"dataset {dataset} (the paper: {PAPER_DATASETS.get(artefact, 'CIFAR-10')})"]
+    out = []
+    mine, theirs = run["datasets"][dataset], reference["datasets"][dataset]
+    if mine["arch"] != theirs["arch"]:
+        out.append(f"arch {mine['arch']} (the paper: {theirs['arch']})")
+    if dict(mine["evaluation"]) != dict(theirs["evaluation"]):
+        out.append(f"evaluation on {describe_evaluation(mine['evaluation'])} "
+                   f"(the paper: {describe_evaluation(theirs['evaluation'])})")
+    if certified_here:
+        out += [f"certify.{k} {run['certify'][k]} (the paper: {reference['certify'][k]})"
+                for k in CERTIFY_KEYS if run["certify"][k] != reference["certify"][k]]
+    for method in trained_methods:
+        if dataset not in reference["methods"].get(method, {}):
+            out.append(f"{method} is not trained on {dataset} in the paper")
+            continue
+        ours, paper = merged_hparams(run, method, dataset, sigma), merged_hparams(reference, method, dataset, sigma)
+        out += [f"{method} {k} {ours.get(k, 'unset')} (the paper: {paper.get(k, 'unset')})"
+                for k in sorted(set(ours) | set(paper)) if ours.get(k) != paper.get(k)]
+    out += [f"ensembles.{k} differs from the paper's" for k in ensemble_settings
+            if run["ensembles"].get(k) != reference["ensembles"].get(k)]
+    return out
+
+
+def _is_time(metric: str) -> bool:
+    return metric in TIME_METRICS
+
+
+def verdict(cell: Mapping[str, Any], time_tolerance: float) -> tuple[str, str]:
+    """(verdict, reason) of one compared cell (a row of :func:`compare` before the verdict):
+    not comparable (its ``deviation``, or a time measured off the paper's GPU), reproduced (the
+    paper's value in [low, high]; a time with ours/paper in [1/(1+tol), 1+tol]) or differs."""
+    reasons = [cell["deviation"]] if isinstance(cell.get("deviation"), str) and cell["deviation"] else []
+    paper, ours = float(cell["paper"]), float(cell["ours"])
+    if _is_time(cell["metric"]):
+        device = cell.get("device") if isinstance(cell.get("device"), str) else ""
+        if PAPER_GPU not in device:
+            reasons.append(f"hardware {device or 'not recorded'} (the paper: NVIDIA {PAPER_GPU})")
+    if reasons:
+        return "not comparable", "; ".join(reasons)
+    if _is_time(cell["metric"]):
+        ratio = ours / paper
+        inside = 1.0 / (1.0 + time_tolerance) <= ratio <= 1.0 + time_tolerance
+        return ("reproduced" if inside else "differs"), f"ours/paper = {ratio:.2f} (tolerance ×{1 + time_tolerance:g})"
+    low, high = cell.get("low"), cell.get("high")
+    if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
+        return "not comparable", "no interval for this cell"
+    where = "inside" if low <= paper <= high else "outside"
+    return ("reproduced" if where == "inside" else "differs"), f"paper {paper:.3f} {where} [{low:.3f}, {high:.3f}]"
+
+
+def compare(reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike],
+            time_tolerance: float = 0.25) -> pd.DataFrame:
+    """Cells present in both the paper and our tables: paper, ours (the first seed, as the table
+    shows it), ours − paper (ours/paper for times), our interval and seed spread, the verdict and
+    its reason, and where our value comes from (``origin``: trained here, an imported released
+    checkpoint certified here, or a published certification log read as it is)."""
+    paper = pd.read_csv(reported, dtype={"sigma": str})
+    paper["sigma"] = _sigma(paper["sigma"])
+    frames = [pd.read_csv(p, dtype={"sigma": str, "deviation": str, "device": str}) for p in reproduced]
+    frames = [f for f in frames if len(f)]
+    ours = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEYS, "value"])
+    for column, default in (("origin", "trained"), ("deviation", ""), ("device", "")):
+        if column not in ours:
+            ours[column] = default
+        ours[column] = ours[column].fillna(default)
+    for column in ("low", "high", "seeds", "seed_mean", "seed_min", "seed_max"):
+        if column not in ours:
+            ours[column] = float("nan")
+    if len(ours):
+        ours["sigma"] = _sigma(ours["sigma"])
+    merged = paper.merge(ours, on=KEYS, suffixes=("_paper", "_ours"))
+    merged = merged.rename(columns={"value_paper": "paper", "value_ours": "ours"})
+    merged["difference"] = merged["ours"] - merged["paper"]
+    merged["ratio"] = [o / p if _is_time(m) and p else float("nan")
+                       for o, p, m in zip(merged["ours"], merged["paper"], merged["metric"])]
+    judged = [verdict(row, time_tolerance) for row in merged.to_dict("records")]
+    merged["verdict"] = [v for v, _ in judged]
+    merged["reason"] = [r for _, r in judged]
+    order = {f"table{k}": k for k in range(1, 9)}
+    merged = merged.sort_values(by=["table", "sigma", "row", "metric"],
+                                key=lambda c: c.map(order) if c.name == "table" else c)
+    return merged[COLUMNS].reset_index(drop=True)
 
 
 def _sigma(values: pd.Series) -> pd.Series:
     return values.map(lambda v: f"{float(v):.2f}")
 
 
-def compare(reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Cells present in both the paper and our tables: paper, ours, ours − paper, and where our
-    value comes from (``origin``: trained here, an imported released checkpoint certified here,
-    or a published certification log read as it is)."""
-    paper = pd.read_csv(reported, dtype={"sigma": str})
-    paper["sigma"] = _sigma(paper["sigma"])
-    frames = [pd.read_csv(p, dtype={"sigma": str}) for p in reproduced]
-    ours = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEYS, "value", "origin"])
-    if "origin" not in ours:
-        ours["origin"] = "trained"
-    ours["origin"] = ours["origin"].fillna("trained")
-    if len(ours):
-        ours["sigma"] = _sigma(ours["sigma"])
-    merged = paper.merge(ours, on=KEYS, suffixes=("_paper", "_ours"))
-    merged = merged.rename(columns={"value_paper": "paper", "value_ours": "ours"})
-    merged["difference"] = merged["ours"] - merged["paper"]
-    order = {f"table{k}": k for k in range(1, 9)}
-    merged = merged.sort_values(by=["table", "sigma", "row", "metric"], key=lambda c: c.map(order) if c.name == "table" else c)
-    return merged[[*KEYS, "paper", "ours", "difference", "origin", "source_line"]].reset_index(drop=True)
+def summarize_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per table of the paper: cells compared, reproduced, differing, not comparable, and
+    the line that heads ``comparison.md`` ("Table 5: 27 of 30 cells reproduced, 3 differ")."""
+    rows = []
+    for k in range(1, 9):
+        cells = table[table["table"] == f"table{k}"]
+        counts = {v: int((cells["verdict"] == v).sum()) for v in VERDICTS}
+        comparable = counts["reproduced"] + counts["differs"]
+        if not len(cells):
+            line = f"Table {k}: no cell regenerated by this run"
+        elif comparable == 0:
+            reasons = cells["reason"].value_counts()
+            line = f"Table {k}: none of {len(cells)} cells comparable ({reasons.index[0]}" + (
+                f"; {len(reasons) - 1} other reasons)" if len(reasons) > 1 else ")")
+        else:
+            line = f"Table {k}: {counts['reproduced']} of {comparable} cells reproduced, {counts['differs']} differ"
+            if counts["not comparable"]:
+                line += f"; {counts['not comparable']} not comparable"
+        rows.append({"table": f"table{k}", "cells": len(cells), **{v.replace(" ", "_"): n for v, n in counts.items()},
+                     "summary": line})
+    return pd.DataFrame.from_records(rows, columns=["table", "cells", "reproduced", "differs", "not_comparable",
+                                                    "summary"])
+
+
+def _interval(r: Any) -> str:
+    return "" if math.isnan(r.low) else f"[{r.low:.3f}, {r.high:.3f}]"
+
+
+def _seed_spread(r: Any) -> str:
+    if math.isnan(r.seeds) or r.seeds < 2:
+        return ""
+    return f"{r.seed_mean:.3f} [{r.seed_min:.3f}, {r.seed_max:.3f}] ({int(r.seeds)})"
+
+
+def _change(r: Any) -> str:
+    return f"×{r.ratio:.2f}" if _is_time(r.metric) else f"{r.difference:+.3f}"
 
 
 def write_comparison(
     reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike], datasets: str,
     out_md: str | os.PathLike, out_tex: str | os.PathLike, out_csv: str | os.PathLike,
+    out_summary: str | os.PathLike, *, time_tolerance: float = 0.25, level: float = 0.95,
 ) -> pd.DataFrame:
-    """Markdown, LaTeX and CSV renderings of :func:`compare`; ``datasets`` says what this run
-    certified (the demo's digits stand in for CIFAR-10/SVHN/ImageNet and are not comparable)."""
-    table = compare(reported, reproduced)
+    """Markdown, LaTeX and CSV renderings of :func:`compare`, and the per-table verdict summary
+    (CSV, also the head of the Markdown); ``datasets`` says what this run certified."""
+    table = compare(reported, reproduced, time_tolerance)
+    summary = summarize_verdicts(table)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
-    header = ("| table | σ | row | metric | paper | ours | difference | ours from |\n"
-              "|---|---|---|---|---|---|---|---|\n")
-    lines = [f"| {r.table} | {r.sigma} | {r.row} | {r.metric} | {r.paper:.3f} | {r.ours:.3f} | {r.difference:+.3f} "
-             f"| {r.origin} |" for r in table.itertuples()]
-    intro = (f"# Paper vs reproduced\n\nPaper values transcribed in `paper/reported.csv` (with their source line in "
-             f"the paper); ours computed by this run ({datasets}). Accuracies are fractions, times in hours "
-             f"(training) or seconds per image (certification). {len(table)} cells compared. \"ours from\": "
-             f"trained (by this run), imported (a released checkpoint certified by this run) or published log "
-             f"(a released certification log, restricted to the evaluation images).\n\n")
+    with atomic_path(out_summary) as tmp:
+        summary.to_csv(tmp, index=False)
+    pct = f"{100 * level:g}%"
+    counts = {v: int((table["verdict"] == v).sum()) for v in VERDICTS}
+    if len(table) and counts["not comparable"] == len(table):
+        reasons = sorted(set(table["reason"]))
+        headline = (f"**No cell of this run is comparable with the paper**: "
+                    f"{'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}.")
+    else:
+        headline = (f"**{counts['reproduced']} of {counts['reproduced'] + counts['differs']} comparable cells "
+                    f"reproduced**, {counts['differs']} differ, {counts['not comparable']} not comparable.")
+    header = (f"| table | σ | row | metric | paper | ours | ours − paper | {pct} interval | seeds: mean [min, max] (n) "
+              f"| verdict | reason | ours from |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r.table} | {r.sigma} | {r.row} | {r.metric} | {r.paper:.3f} | {r.ours:.3f} | {_change(r)} "
+             f"| {_interval(r)} | {_seed_spread(r)} | {r.verdict} | {r.reason} | {r.origin} |"
+             for r in table.itertuples()]
+    intro = (f"# Paper vs reproduced\n\n{headline}\n\n" + "\n".join(f"- {line}" for line in summary["summary"])
+             + f"\n\nPaper values transcribed in `paper/reported.csv` (with their source line in the paper); ours "
+             f"computed by this run ({datasets}). Accuracies are fractions, times in hours (training) or seconds "
+             f"per image (certification). {len(table)} cells compared.\n\n"
+             f"*Verdicts.* **reproduced**: the paper's value lies inside our {pct} interval, a seeded percentile "
+             f"bootstrap over the evaluated images that, for a trained single-model row with several seeds, also "
+             f"draws the seed (the table shows the first seed; mean, min and max over seeds are listed). Times are "
+             f"compared as ratios: reproduced within ×{1 + time_tolerance:g} either way, and only when measured on "
+             f"the paper's GPU (NVIDIA {PAPER_GPU}). **not comparable**: this run's configuration differs from the "
+             f"paper's (config.yaml) for that cell, or a time was measured on other hardware; the reason names the "
+             f"difference. **differs**: otherwise. \"ours from\": trained (by this run), imported (a released "
+             f"checkpoint certified by this run) or published log (a released certification log, restricted to the "
+             f"evaluation images).\n\n")
     with atomic_path(out_md) as tmp, open(tmp, "w") as f:
         f.write(intro + header + "\n".join(lines) + "\n")
-    rows = [[r.table, r.sigma, r.row, r.metric, f"{r.paper:.3f}", f"{r.ours:.3f}", f"{r.difference:+.3f}", r.origin]
-            for r in table.itertuples()]
-    tex = latex_table(["Table", "σ", "Row", "Metric", "Paper", "Ours", "Ours − paper", "Ours from"], rows,
-                      caption=f"Paper vs reproduced ({datasets}).", align="llllrrrl")
+    rows = [[r.table, r.sigma, r.row, r.metric, f"{r.paper:.3f}", f"{r.ours:.3f}", _change(r), _interval(r),
+             r.verdict, r.origin] for r in table.itertuples()]
+    tex = latex_table(["Table", "σ", "Row", "Metric", "Paper", "Ours", "Ours − paper", f"{pct} interval", "Verdict",
+                       "Ours from"], rows,
+                      caption=f"Paper vs reproduced ({datasets}). " + " ".join(summary["summary"]),
+                      align="llllrrrlll")
     with atomic_path(out_tex) as tmp, open(tmp, "w") as f:
         f.write(tex)
     return table

@@ -38,3 +38,19 @@ def check_hparam_keys(method: str, hparams: Mapping[str, Any], where: str) -> No
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
             raise ConfigError(f"{where}: {method} does not read hyper-parameter {key!r}{hint}")
+
+
+def sigma_key(sigma: Any) -> str:
+    """σ as paths, wildcards and tables write it: two decimals, as the paper does (0.25, 1.00)."""
+    return f"{float(sigma):.2f}"
+
+
+def merged_hparams(config: Mapping[str, Any], method: str, dataset: str, sigma: Any) -> dict[str, Any]:
+    """``methods.<method>.<dataset>.hparams`` of a configuration with its ``by_sigma`` override for
+    ``sigma`` applied ({} for a method configured only with released checkpoints)."""
+    settings = config["methods"][method][dataset]
+    merged = dict(settings.get("hparams", {}))
+    for key, override in settings.get("by_sigma", {}).items():
+        if sigma_key(key) == sigma_key(sigma):
+            merged.update(override)
+    return merged

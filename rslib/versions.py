@@ -10,5 +10,5 @@ STAGE_VERSIONS: dict[str, int] = {
     "train": 1,
     "certify": 1,
     "ensemble": 1,
-    "report": 2,
+    "report": 3,
 }

@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, workflow.basedir)
 from rslib.dataset_registry import DATASETS, available_evaluation_images
 from rslib.errors import ConfigError
-from rslib.hparams import check_hparam_keys
+from rslib.hparams import check_hparam_keys, merged_hparams, sigma_key
 from rslib.paper_tables import Configured, Source, artefact_dataset, member_sources, table_sources
 from rslib.schemes import SCHEMES, ensemble_members, get_scheme
 from rslib.versions import STAGE_VERSIONS
@@ -21,11 +21,6 @@ CONDA_ENV = "../envs/rslib.yaml"
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
 MODEL_DIR = "{dataset}/{method}/sigma{sigma}/seed{seed}"
-
-
-def sigma_key(sigma):
-    """σ as written in paths and wildcards: two decimals, as the paper writes it (0.25, 1.00)."""
-    return f"{float(sigma):.2f}"
 
 
 def _models_from_config():
@@ -211,12 +206,8 @@ _check_hparams()
 def configured_hparams(wildcards):
     """The method's hparams for this dataset with its per-σ overrides applied ({} for a method
     configured only with released checkpoints)."""
-    settings = method_settings(wildcards)
-    merged = dict(settings.get("hparams", {}))
-    for key, override in settings.get("by_sigma", {}).items():
-        if sigma_key(key) == wildcards.sigma:
-            merged.update(override)
-    return merged
+    method_settings(wildcards)  # a clear error for an unconfigured (method, dataset)
+    return merged_hparams(config, wildcards.method, wildcards.dataset, wildcards.sigma)
 
 
 def train_hparams(wildcards):
@@ -415,6 +406,11 @@ def source_certificate(src):
     return ensemble_certificate_path(dataset=src.dataset, sigma=src.sigma, ensemble=src.name, scheme=src.scheme)
 
 
+def source_record(src):
+    """The certify.json written beside a source's certificate (its provenance: devices, times)."""
+    return source_certificate(src).replace("certify.tsv", "certify.json")
+
+
 def source_curve(src):
     """The training curve of a single model this workflow trained (imported and published rows have none)."""
     return f"{RESULTS}/models/{MODEL_DIR.format(**source_model(src))}/training_curve.csv"
@@ -423,6 +419,45 @@ def source_curve(src):
 def source_hparams(src):
     """Table 2's T, m, ε, epochs of a single-model row: its configured hparams ({} if none)."""
     return configured_hparams(SimpleNamespace(dataset=src.dataset, method=src.name, sigma=src.sigma)) if src.single else {}
+
+
+def source_seed_models(src):
+    """Every seed slot of a trained single-model row, first seed first: its seed spread. None for
+    ensembles, published logs and imported rows (released checkpoints in further slots are other
+    configurations, e.g. other ε, not seeds of the row's)."""
+    if not src.single or src.origin != "trained":
+        return []
+    return [m for m in MODELS if (m["dataset"], m["sigma"], m["method"]) == (src.dataset, src.sigma, src.name)]
+
+
+def _reference_config():
+    """The paper's configuration (config.yaml beside the Snakefile, with the schema's defaults):
+    what a run must match for a cell to be comparable with the paper (rslib.comparison)."""
+    import yaml
+    from snakemake.utils import validate
+
+    with open(f"{workflow.basedir}/config.yaml") as f:
+        reference = yaml.safe_load(f)
+    validate(reference, f"{workflow.basedir}/schemas/config.schema.yaml")
+    return reference
+
+
+REFERENCE_CONFIG = _reference_config()
+
+
+def source_deviations(src, artefact):
+    """Why the cells of src in artefact are not comparable with the paper ("" when they are)."""
+    from rslib.comparison import configuration_deviations
+
+    if src.single:
+        trained = [src.name] if src.origin == "trained" else []
+        settings = []
+    else:
+        trained = sorted({m for m, seed in ensemble_members(src.name, trained_seeds(src.dataset, src.sigma))
+                          if not is_released(dict(dataset=src.dataset, method=m, sigma=src.sigma, seed=seed))})
+        settings = list(scheme_settings(src.scheme))
+    return "; ".join(configuration_deviations(config, REFERENCE_CONFIG, artefact, src.sigma, trained, settings,
+                                              certified_here=src.origin != "published log"))
 
 
 def artefact_members(artefact):

@@ -8,6 +8,11 @@ rule paper_table:
         certificates=lambda wc: [source_certificate(s) for s in artefact_sources(wc.table)],
         curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.table) if s.has_curve],
         members=lambda wc: [source_certificate(s) for s in artefact_members(wc.table)],
+        # the further seeds of trained single-model rows: seed spread and the bootstrap over seeds
+        seeds=lambda wc: [certificate_path(**m) for s in artefact_sources(wc.table) for m in source_seed_models(s)[1:]],
+        # certify.json beside each certificate: the devices behind the time cells
+        records=lambda wc: [source_record(s) for s in artefact_sources(wc.table)],
+        member_records=lambda wc: [source_record(s) for s in artefact_members(wc.table)],
     output:
         tex=report(f"{RESULTS}/{{table}}.tex", caption="../report/tables.rst", category="Tables",
                    labels={"table": "{table}"}),
@@ -16,6 +21,9 @@ rule paper_table:
         sources=lambda wc: [vars(s) for s in artefact_sources(wc.table)],
         members=lambda wc: [vars(s) for s in artefact_members(wc.table)],
         hparams=lambda wc: [source_hparams(s) for s in artefact_sources(wc.table)],
+        seed_counts=lambda wc: [len(source_seed_models(s)[1:]) for s in artefact_sources(wc.table)],
+        deviations=lambda wc: [source_deviations(s, wc.table) for s in artefact_sources(wc.table)],
+        uncertainty=dict(config["report"]["bootstrap"], seed_statistics=PAPER["seed_statistics"]),
         dataset=lambda wc: artefact_dataset(wc.table, PAPER),
         version=STAGE_VERSIONS["report"],
     wildcard_constraints:
@@ -104,8 +112,12 @@ rule comparison:
         md=f"{RESULTS}/comparison.md",
         tex=report(f"{RESULTS}/comparison.tex", caption="../report/comparison.rst", category="Comparison"),
         csv=report(f"{RESULTS}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
+        summary=report(f"{RESULTS}/comparison_summary.csv", caption="../report/comparison_summary.rst",
+                       category="Comparison"),
     params:
-        datasets=", ".join(f"{k}: {v}" for k, v in PAPER.items() if not k.endswith("sigma")),
+        datasets=", ".join(f"{k}: {v}" for k, v in PAPER.items() if k in ("main", "svhn", "imagenet")),
+        time_tolerance=config["report"]["time_tolerance"],
+        level=config["report"]["bootstrap"]["level"],
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV

@@ -108,6 +108,23 @@ def test_every_paper_artefact_is_built_from_the_certificates(paper_run):
     ours = pd.concat([t for k in range(1, 9) if len(t := pd.read_csv(workdir / f"results/table{k}.csv"))])
     merged = comparison.merge(ours, on=["table", "row", "metric"])
     assert (merged["ours"] == merged["value"]).any()
+    # Did it reproduce? digits stands in for CIFAR-10 and SVHN: nothing is comparable, and the
+    # comparison says so at the top and names the reason in every cell
+    assert set(comparison["verdict"]) == {"not comparable"}
+    assert comparison["reason"].str.match(r"dataset digits \(the paper: (CIFAR-10|SVHN)\)").all()
+    times = comparison[comparison["metric"].isin(["train_hours", "certify_seconds"])]
+    assert len(times) and times["reason"].str.contains(r"; hardware cpu:.* \(the paper: NVIDIA V100\)").all()
+    assert (workdir / "results/comparison.md").read_text().splitlines()[2].startswith(
+        "**No cell of this run is comparable with the paper**: dataset digits (the paper: CIFAR-10)")
+    summary = pd.read_csv(workdir / "results/comparison_summary.csv").set_index("table")
+    assert summary.loc["table1", "summary"].startswith("Table 1: none of ")
+    # the AdvMacer row has two trained seeds: its interval draws both, its spread lists both
+    row = table1.query("row == 'AdvMacer' and metric == 'acr'").iloc[0]
+    seed1 = average_certified_radius(read_certificates(
+        workdir / "results/certify/digits/advmacer/sigma0.25/seed1/certify.tsv"))
+    assert row["seeds"] == 2
+    assert (row["seed_min"], row["seed_max"]) == pytest.approx((min(cell, seed1), max(cell, seed1)))
+    assert row["low"] <= row["high"]
     estimate = (workdir / "results/cost_estimate.md").read_text()
     assert "TOTAL" in estimate and "Costs measured on: cpu" in estimate
 

@@ -1,4 +1,5 @@
-"""Rule comparison: paper values (paper/reported.csv) next to this run's for every regenerated cell."""
+"""Rule comparison: paper values (paper/reported.csv) next to this run's for every regenerated
+cell, with an interval and a verdict per cell and a summary line per table."""
 
 import sys
 
@@ -12,6 +13,7 @@ run_logged(
     snakemake.log[0],
     lambda: write_comparison(
         snakemake.input.reported, list(snakemake.input.tables), snakemake.params.datasets,
-        snakemake.output.md, snakemake.output.tex, snakemake.output.csv,
+        snakemake.output.md, snakemake.output.tex, snakemake.output.csv, snakemake.output.summary,
+        time_tolerance=snakemake.params.time_tolerance, level=snakemake.params.level,
     ),
 )

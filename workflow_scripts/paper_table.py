@@ -5,10 +5,11 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.paper_tables import Source, write_table
+from rslib.paper_tables import Source, Uncertainty, write_table
 from rslib.workflow import run_logged
 
 params = snakemake.params
+seeds = iter(snakemake.input.seeds)  # flat, per source in order: its further seeds' certificates
 
 run_logged(
     snakemake.log[0],
@@ -23,5 +24,10 @@ run_logged(
         params.dataset,
         snakemake.output.tex,
         snakemake.output.csv,
+        seed_certificates=[[next(seeds) for _ in range(k)] for k in params.seed_counts],
+        records=list(snakemake.input.records),
+        member_records=list(snakemake.input.member_records),
+        deviations=list(params.deviations),
+        uncertainty=Uncertainty(**params.uncertainty),
     ),
 )
