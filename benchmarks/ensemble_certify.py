@@ -47,7 +47,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype of member logits")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float32",
+                   help="storage dtype of member logits (the workflow's default: float32)")
     args = p.parse_args()
 
     device = torch.device(args.device)

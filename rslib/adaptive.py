@@ -290,7 +290,6 @@ class SoftResult:
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def soft_sample_moments(
     model: torch.nn.Module,
     x: torch.Tensor,

@@ -293,6 +293,7 @@ def write_summary(
 def write_ensemble_summary(
     *,
     ensembles: Sequence[dict],
+    evaluation: Sequence[str],
     certificates: Sequence[str | os.PathLike],
     adaptive: Sequence[dict],
     adaptive_summaries: Sequence[str | os.PathLike],
@@ -301,16 +302,18 @@ def write_ensemble_summary(
     csv: str | os.PathLike,
     adaptive_csv: str | os.PathLike,
 ) -> pd.DataFrame:
-    """ACR and certified accuracy of every certified ensemble and scheme (LaTeX + CSV), and the
-    CertifyAdp results (certified accuracy, stage return fractions, sample reduction) as CSV."""
+    """ACR and certified accuracy of every certified ensemble and scheme (LaTeX + CSV), how each
+    was evaluated (``evaluation``: "stored float32 outputs", "stored float16 outputs" or "direct
+    evaluation"), and the CertifyAdp results (certified accuracy, stage return fractions, sample
+    reduction) as CSV."""
     from .schemes import ensemble_label, get_scheme
 
     records = []
-    for e, path in zip(ensembles, certificates):
+    for e, how, path in zip(ensembles, evaluation, certificates):
         scheme = get_scheme(e["scheme"])
         records.append({"dataset": e["dataset"], "sigma": float(e["sigma"]), "ensemble": e["ensemble"],
                         "label": ensemble_label(e["ensemble"]), "scheme": scheme.name, "sound": scheme.sound,
-                        **summarize(read_certificates(path), radii)})
+                        **summarize(read_certificates(path), radii), "evaluation": how})
     summary = pd.DataFrame.from_records(records)
     with atomic_path(csv) as tmp:
         summary.to_csv(tmp, index=False)
@@ -326,8 +329,11 @@ def write_ensemble_summary(
         for _, group in summary.groupby(["dataset", "sigma"]):
             idx = list(group.index)
             bold |= {(idx[i], j + 4) for i, j in best_in_columns([values[i] for i in idx], range(len(values[0])))}
+    methods = "; ".join(f"{how} ({d})" for d, how in dict.fromkeys(zip(summary.get("dataset", []),
+                                                                        summary.get("evaluation", []))))
     caption = ("Ensembles: certified accuracy (%) at each L2 radius and ACR; best per dataset and sigma in bold. "
-               "†: weights depend on the test point (not a sound certificate).")
+               "†: weights depend on the test point (not a sound certificate)."
+               + (f" Certified from {methods}." if methods else ""))
     header = ["Dataset", "σ", "Ensemble", "Scheme", "ACR", *[f"{r:g}" for r in radii]]
     text = latex_table(header, rows, caption=caption, align="llll" + "r" * (1 + len(radii)), bold=bold)
     with atomic_path(table) as tmp:

@@ -809,17 +809,17 @@ def load_split(meta_path: str | Path, split: str) -> Dataset:
     )
 
 
-def heldout_split(n_train: int, heldout: int, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Split training indices into (train, held-out), both sorted.
+def heldout_split(n_train: int, heldout: int) -> tuple[list[int], list[int]]:
+    """Split training indices into (train, held-out): the held-out images are the last
+    ``heldout`` of the training split, in index order.
 
-    The held-out images are never trained on; ensemble weights that must not see the test set
-    are fitted on them: SWEEN's weights (``002`` App. C.1: 2,000 CIFAR-10 training images held
-    out) and the sound "global" EsbRS weights. The split is a fixed function of
-    (``n_train``, ``heldout``, ``seed``), identical for every model of a dataset.
+    That is SWEEN's rule (github SWEEN-author/SWEEN: ``ens_train.py`` fits the weights on the
+    last ``val_num`` = 2,000 training images, ``cand_train.py`` trains the members on the
+    others; ``002`` App. C.1). The held-out images are never trained on; the weights fitted on
+    them (SWEEN's and the sound "global" EsbRS weights) never see the test set. On CIFAR-10 and
+    SVHN (torchvision's order) the last images are a mix of all classes; an ImageNet folder is
+    sorted by class, so there the last images are the last classes' (SWEEN has no ImageNet).
     """
     if not 0 <= heldout < n_train:
         raise DataError(f"cannot hold out {heldout} of {n_train} training images")
-    order = np.random.default_rng(seed).permutation(n_train)
-    held = np.sort(order[:heldout])
-    kept = np.sort(order[heldout:])
-    return kept.tolist(), held.tolist()
+    return list(range(n_train - heldout)), list(range(n_train - heldout, n_train))

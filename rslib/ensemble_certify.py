@@ -174,7 +174,7 @@ def fit_weights(
     ``ensembles`` block; all randomness comes from ``seed``.
     """
     from .noise import mix_seed
-    from .weights import fit_global_weights, sween_weights
+    from .weights import SweenFit, fit_global_weights, sween_weights
 
     device = torch.device(device)
     members = [m.to(device).eval() for m in members]
@@ -185,9 +185,7 @@ def fit_weights(
         w = fit_global_weights(members, images, labels, sigma, int(opt["n"]), int(opt["m"]), float(opt["t"]),
                                float(opt["sigma_tilde"]), generator)
     elif kind == "sween":
-        sw = settings["sween"]
-        w = sween_weights(members, images, labels, sigma, int(sw["noise_draws"]), int(sw["steps"]), float(sw["lr"]),
-                          generator)
+        w = sween_weights(members, images, labels, sigma, SweenFit.from_settings(settings["sween"]), generator)
     else:
         raise ValueError(f"unknown fitted weights {kind!r}; known: optimal, sween")
     return torch.as_tensor(w).double().tolist()

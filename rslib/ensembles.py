@@ -95,20 +95,23 @@ def compute_member_outputs(
     noise_seed: int,
     sigma: float,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float16,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
     """Run one member on CERTIFY's selection (n0) and estimation (n) noise of every image.
 
     Returns ``{"selection": (num_images, n0, K), "estimation": (num_images, n, K)}`` logits in
-    ``dtype`` (float16 by default: halves storage; SPEC "Performance" — a member is run once
-    and reused by every ensemble), plus ``indices``, ``labels`` (int64), ``noise_seed`` and
-    ``sigma`` so that outputs of different members can be checked for compatibility.
-    Float16 rounding flips a member's argmax where two logits agree to ~3 significant digits
-    (about 1 sample in 10³ on our tiny test models), so counts from float16 outputs can differ
-    slightly from float32 direct evaluation. The certificate stays sound: it is then the
-    certificate of the ensemble of float16-rounded members, a fixed base classifier (as with
-    bf16 autocast in :class:`Smooth`); ``EnsembleClassifier(..., output_dtype=torch.float16)``
-    evaluates exactly that classifier directly. Store float32 to match float32 evaluation.
+    ``dtype`` (SPEC "Performance": a member is run once and reused by every ensemble), plus
+    ``indices``, ``labels`` (int64), ``noise_seed`` and ``sigma`` so that outputs of different
+    members can be checked for compatibility.
+    float32 (the default, config ``datasets.<d>.stored_output_dtype``) makes every ensemble
+    certificate identical to direct float32 evaluation of the same members on the same noise:
+    ~2 GB per model at n = 100,000, 500 images and 10 classes. float16 halves that, but its
+    rounding flips a member's argmax where two logits agree to ~3 significant digits, and on
+    the demo 3 of 100 average-ensemble certificates then differ from direct evaluation
+    (``benchmarks/ensemble_certify.py --dtype float16``). Those certificates stay sound: they
+    certify the ensemble of float16-rounded members, a fixed base classifier (as with bf16
+    autocast in :class:`Smooth`); ``EnsembleClassifier(..., output_dtype=torch.float16)``
+    evaluates exactly that classifier directly.
 
     ``selection_counts`` / ``estimation_counts`` (num_images, K) are the member's own class counts
     from its float32 logits — exactly :meth:`Smooth.sample_counts`, so the member's single-model
@@ -228,7 +231,7 @@ def load_outputs(path: str | os.PathLike) -> dict[str, Any]:
 # 2. Aggregation rules
 # ---------------------------------------------------------------------------------------------
 def _prepare(member_logits: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 logits (stored outputs are float16) and float32 weights (default 1/k)."""
+    """float32 logits (stored outputs may be float16) and float32 weights (default 1/k)."""
     if member_logits.dim() != 3:
         raise ValueError(f"member logits must be [members, samples, classes], got shape {tuple(member_logits.shape)}")
     z = member_logits.float()
@@ -311,26 +314,27 @@ def sween_adaptive_rule(
     member_logits: torch.Tensor,
     weights: torch.Tensor | None = None,
     *,
-    threshold: float = 0.99,
+    threshold: float = 0.999,
     alpha: float = 0.05,
 ) -> torch.Tensor:
-    """SWEEN adaptive prediction for weighted ensembles (``002`` Sec. 4.3, App. B.1 Alg. 1).
+    """SWEEN adaptive prediction for weighted ensembles (``002`` Sec. 4.3, App. B.1 Alg. 1), with
+    the constants and the exit rule of the authors' code (github SWEEN-author/SWEEN,
+    ``model/ensemble.py``, class ``AEnsemble``): T = 0.999, confidence level 0.95 (``alpha`` =
+    1 − level), z = Φ⁻¹(1 − α/2) of the standard normal.
 
     Members are queried in descending weight order π (stable: ties keep member order). After
-    i members, p̄_i = Σ_{j≤i} w_πj p_πj / Σ_{j≤i} w_πj (softmax outputs) and k_i = argmax p̄_i.
-    Evaluation stops at the first i with
+    i members, with ŵ_j = w_πj / Σ_{j≤i} w_πj, p̄_i = Σ_{j≤i} ŵ_j p_πj (softmax outputs) and
+    L = argmax p̄_i, evaluation stops at the first i with
 
-    * i = 1 and p̄_{1,k_1} > T (the top member is confident), or
-    * i > 1 and p̄_{i,k_i} > 1/2 + z / W_i · sqrt(W_i Σ_{j≤i} w_πj (p_πj,k_i − p̄_{i,k_i})² / (i − 1)),
-      W_i = Σ_{j≤i} w_πj, z = Φ⁻¹(1 − α/2) (weighted confidence-level exit of Inoue 2019), or
+    * i = 1 and p̄_{1,L} > T (the top member is confident), or
+    * i > 1 and p̄_{i,L} > 1/2 + z · sqrt(Σ_{j≤i} ŵ_j²) · sqrt(Σ_{j≤i} ŵ_j (p_πj,L − p̄_{i,L})²)
+      (the standard error of a weighted mean, with the weighted variance uncorrected, exactly
+      as their code computes it), or
     * i = K (all members used),
 
-    and returns k_i. The Alg. 1 text in our copy of ``002`` is OCR-garbled; the standard-error
-    term above is our reconstruction, chosen so that with equal weights it is Inoue's
-    z·s/√i (s the sample standard deviation). ``002`` gives no values for T and α; the
-    defaults here are ours. The rule is a deterministic function of the member outputs on
-    each noisy sample, so smoothing it is sound (``002`` App. B.1). Unlike the paper we compute
-    all members' outputs (they are stored anyway) and reproduce the decision, not the saving.
+    and returns L. The rule is a deterministic function of the member outputs on each noisy
+    sample, so smoothing it is sound (``002`` App. B.1). Unlike the authors' code we compute all
+    members' outputs (they are stored anyway) and reproduce the decision, not the saving.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -346,14 +350,14 @@ def sween_adaptive_rule(
     mean = cum_wp / cum_w  # p̄_i  [members, samples, K]
     k_i = mean.argmax(dim=2, keepdim=True)  # [members, samples, 1]
     m_k = mean.gather(2, k_i).squeeze(2)
-    # Σ_j w_j (p_j − p̄)² = Σ w p² − 2 p̄ Σ w p + p̄² W, all at class k_i
+    W = cum_w[..., 0]
+    # Σ_j ŵ_j (p_j − p̄)² = (Σ w p² − 2 p̄ Σ w p + p̄² W) / W, all at class L
     sum_wp = cum_wp.gather(2, k_i).squeeze(2)
     sum_wp2 = cum_wp2.gather(2, k_i).squeeze(2)
-    ss = (sum_wp2 - 2 * m_k * sum_wp + m_k * m_k * cum_w[..., 0]).clamp_min(0)
-    i = torch.arange(1, members + 1, dtype=torch.float64, device=p.device)[:, None]
+    variance = ((sum_wp2 - 2 * m_k * sum_wp + m_k * m_k * W) / W).clamp_min(0)
+    sum_w2_hat = torch.cumsum(w * w, 0)[:, None] / (W * W)  # Σ ŵ²
     z_crit = float(norm.ppf(1 - alpha / 2))
-    W = cum_w[..., 0]
-    half_width = z_crit / W * torch.sqrt(W * ss / (i - 1).clamp_min(1))
+    half_width = z_crit * torch.sqrt(sum_w2_hat) * torch.sqrt(variance)
     stop = torch.zeros_like(m_k, dtype=torch.bool)
     stop[0] = m_k[0] > threshold
     if members > 1:

@@ -55,7 +55,8 @@ __all__ = [
     "solve_weights",
     "fit_global_weights",
     "esbrs_weights",
-    "member_probabilities",
+    "SweenFit",
+    "sween_loss",
     "sween_weights",
 ]
 
@@ -530,32 +531,53 @@ def esbrs_weights(
 # --------------------------------------------------------------------------------------------
 # SWEEN (002)
 # --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def member_probabilities(
-    members: Sequence[nn.Module],
-    images: torch.Tensor,
-    sigma: float,
-    noise_draws: int,
-    generator: torch.Generator,
-    batch_size: int = 1000,
-) -> torch.Tensor:
-    """softmax(f_l(x + δ)) for every member, image and noise draw: (k, N, noise_draws, c).
+@dataclass(frozen=True)
+class SweenFit:
+    """How SWEEN's authors fit the weights (github SWEEN-author/SWEEN, ``ens_train.py`` and
+    ``training/ens.py``; ``002`` itself gives no optimiser): SGD with lr 0.01 (hard-coded there;
+    its ``--lr`` flag is ignored), momentum 0.9, weight decay 5e-4 on θ, batch 64, 150 epochs,
+    lr × 0.1 at epochs 60 and 90 of their ``MultiStepLR``, which they step *before* each epoch,
+    so on PyTorch ≥ 1.1 the drops come after 59 and 89 completed epochs (``lr_milestones``
+    counts completed epochs, as the training loop's do); crop (padding 4) and horizontal flip of
+    the held-out images, as their member training (SVHN flipped too)."""
 
-    Every member sees the same δ (SPEC: shared noise), drawn from ``generator`` (image-major,
-    draws of one image adjacent).
-    """
-    noise = torch.randn(
-        (images.shape[0], noise_draws, *images.shape[1:]), generator=generator, device=generator.device, dtype=images.dtype
-    )
-    noisy = (images.unsqueeze(1) + sigma * noise.to(images.device)).reshape(-1, *images.shape[1:])
-    out = []
-    for member in members:
-        was_training = member.training
-        member.eval()
-        probs = _soft_outputs(member, noisy, batch_size)
-        member.train(was_training)
-        out.append(probs.reshape(images.shape[0], noise_draws, -1))
-    return torch.stack(out)
+    epochs: int = 150
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = (59, 89)
+    lr_gamma: float = 0.1
+    crop_padding: int = 4
+    flip: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> SweenFit:
+        """From the config's ``ensembles.sween`` block (its adaptive-prediction keys are ignored)."""
+        augment = settings.get("augment", {})
+        return cls(
+            epochs=int(settings.get("epochs", cls.epochs)), batch_size=int(settings.get("batch_size", cls.batch_size)),
+            lr=float(settings.get("lr", cls.lr)), momentum=float(settings.get("momentum", cls.momentum)),
+            weight_decay=float(settings.get("weight_decay", cls.weight_decay)),
+            lr_milestones=tuple(int(m) for m in settings.get("lr_milestones", cls.lr_milestones)),
+            lr_gamma=float(settings.get("lr_gamma", cls.lr_gamma)),
+            crop_padding=int(augment.get("crop_padding", cls.crop_padding)), flip=bool(augment.get("flip", cls.flip)),
+        )
+
+    def lr_at(self, epoch: int) -> float:
+        """lr during 0-based ``epoch`` (``epoch`` epochs completed)."""
+        return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
+
+
+def sween_loss(theta: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SWEEN's objective on one batch (``002`` Sec. 5.1; authors' ``training/ens.py``):
+    −(1/B) Σ_b log( Σ_l softmax(θ)_l · softmax(f_l(x_b + δ_b))_{y_b} + 1e-10 ).
+
+    ``probs``: the members' softmax outputs (k, B, c) on the noisy batch; 1e-10 inside the log
+    as theirs (no clamping)."""
+    k = probs.shape[0]
+    p_y = probs.gather(2, labels.view(1, -1, 1).expand(k, -1, 1)).squeeze(2)  # (k, B)
+    return -torch.log(torch.softmax(theta, dim=0) @ p_y + 1e-10).mean()
 
 
 def sween_weights(
@@ -563,40 +585,39 @@ def sween_weights(
     images: torch.Tensor,
     labels: torch.Tensor,
     sigma: float,
-    noise_draws: int,
-    steps: int,
-    lr: float,
+    fit: SweenFit,
     generator: torch.Generator,
-    *,
-    probabilities: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """SWEEN ensembling weights (``002`` Sec. 5.1 "Solving the ensembling weight", App. B.2 Alg. 2
-    line 7, App. C.1): members frozen, w on the simplex Δ_K (``002`` Sec. 4.1), fitted by
-    minimising the cross-entropy of the SWEEN model Σ_l w_l softmax(f_l(x + δ)) on Gaussian
-    augmented data δ ~ N(0, σ²I) from a held-out split (2,000 CIFAR-10 / 3,000 SVHN training
-    images in ``002`` App. C.1):
-
-        L(θ) = −(1 / N·D) Σ_{x, y} Σ_{δ} log( Σ_l softmax(θ)_l · softmax(f_l(x + δ))_y ),  w = softmax(θ).
-
-    ``002`` does not state the parameterisation or optimiser; we use w = softmax(θ) (keeps w on
-    the simplex), θ = 0 (uniform) at start, full-batch Adam with ``lr`` for ``steps`` steps. The
-    member outputs are computed once (:func:`member_probabilities`, or pass ``probabilities``
-    of shape (k, N, D, c)), so only θ is optimised. Probabilities are clamped at 1e-12 before the log.
+    """SWEEN ensembling weights w = softmax(θ) (``002`` Sec. 5.1 "Solving the ensembling
+    weight", App. B.2 Alg. 2 line 7), fitted as the authors' code does (:class:`SweenFit`):
+    members frozen in eval mode, θ = 0 (uniform w) at start, float32; each epoch a fresh
+    permutation of the held-out ``images`` (the last ``heldout_images`` training images,
+    :func:`rslib.data.heldout_split`, as theirs), mini-batches of ``fit.batch_size``, each image
+    cropped/flipped and given one fresh Gaussian draw δ ~ N(0, σ²I) (no clipping), one SGD step
+    on :func:`sween_loss` per batch. Every random draw (permutation, crop, flip, noise, in that
+    order per batch) comes from ``generator``, on its device.
     """
-    if probabilities is None:
-        probabilities = member_probabilities(members, images, sigma, noise_draws, generator)
-    probs = probabilities.double()
-    k = probs.shape[0]
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    # p_y of each member at each noisy input: (k, N·D)
-    index = labels.view(1, -1, 1, 1).expand(k, -1, probs.shape[2], 1)
-    p_y = probs.gather(3, index).squeeze(3).reshape(k, -1)
-    theta = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.Adam([theta], lr=lr)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        mix = torch.softmax(theta, dim=0) @ p_y
-        loss = -torch.log(mix.clamp_min(1e-12)).mean()
-        loss.backward()
-        optimiser.step()
+    from .training.loop import augment_batch
+
+    device = images.device
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    theta = torch.zeros(len(members), dtype=torch.float32, device=device, requires_grad=True)
+    optimiser = torch.optim.SGD([theta], lr=fit.lr, momentum=fit.momentum, weight_decay=fit.weight_decay)
+    for member in members:
+        member.eval()
+    for epoch in range(fit.epochs):
+        for group in optimiser.param_groups:
+            group["lr"] = fit.lr_at(epoch)
+        order = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(device)
+        for start in range(0, images.shape[0], fit.batch_size):
+            batch = order[start:start + fit.batch_size]
+            x = augment_batch(images[batch], fit.crop_padding, fit.flip, generator=generator)
+            noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+            x = x + sigma * noise.to(device)
+            with torch.no_grad():
+                probs = torch.stack([member(x).float().softmax(dim=1) for member in members])
+            loss = sween_loss(theta, probs, labels[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
     return torch.softmax(theta.detach(), dim=0)

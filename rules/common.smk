@@ -306,6 +306,13 @@ def stored_outputs(dataset):
     return config["datasets"][dataset]["ensemble_evaluation"] == "stored"
 
 
+def ensemble_evaluation(dataset):
+    """How a dataset's ensembles are certified, as the ensemble summary says it."""
+    if stored_outputs(dataset):
+        return f"stored {config['datasets'][dataset]['stored_output_dtype']} outputs"
+    return "direct evaluation"
+
+
 def member_output_shards(wildcards):
     """Every output shard of every member, member-major (empty when evaluated directly)."""
     if not stored_outputs(wildcards.dataset):

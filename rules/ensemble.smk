@@ -16,6 +16,7 @@ rule member_outputs:
         settings=config["certify"],
         eval=eval_settings,
         num_shards=lambda wc: len(shard_ids(wc.dataset)),
+        dtype=lambda wc: config["datasets"][wc.dataset]["stored_output_dtype"],
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],

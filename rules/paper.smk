@@ -92,6 +92,7 @@ rule ensemble_summary:
         adaptive=f"{RESULTS}/adaptive.csv",
     params:
         ensembles=ENSEMBLES,
+        evaluation=[ensemble_evaluation(e["dataset"]) for e in ENSEMBLES],
         adaptive=ADAPTIVE,
         radii=config["report"]["radii"],
         version=STAGE_VERSIONS["report"],

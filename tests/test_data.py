@@ -611,13 +611,12 @@ def test_evaluation_indices_refuse_bad_or_too_large_subsets(args, message) -> No
         assert "\n" not in str(exc)
 
 
-def test_heldout_split_is_fixed_disjoint_and_complete():
+def test_heldout_split_holds_out_the_last_training_images():
     from rslib.data import heldout_split
 
     kept, held = heldout_split(1297, 200)
-    assert len(held) == 200 and len(kept) == 1097
-    assert sorted(kept + held) == list(range(1297)) and held == sorted(held)
-    assert heldout_split(1297, 200) == (kept, held)
+    assert held == list(range(1097, 1297))  # SWEEN's rule: the last 200 training images
+    assert kept == list(range(1097))
     assert heldout_split(1297, 0) == (list(range(1297)), [])
     with pytest.raises(DataError, match="cannot hold out 1297 of 1297"):
         heldout_split(1297, 1297)

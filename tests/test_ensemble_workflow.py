@@ -134,7 +134,7 @@ def test_new_schemes_rerun_no_network(paper_run, tmp_path):
     repo, workdir, _ = paper_run
     config = write_config(tmp_path, base=BASE, ensembles={
         "build": [{"dataset": "digits", "members": ["advmacer:2", "advmacer:1"], "schemes": ["average", "vote"]}],
-        "optimal": {"m": 2, "n": 5}, "sween": {"noise_draws": 2, "steps": 20},
+        "optimal": {"m": 2, "n": 5}, "sween": {"epochs": 3},
         "adaptive": {"radii": [0.1], "stages": [100, 300], "beta": 0.01},
     })
     result = snakemake(workdir, "-n", "results/ensembles.tex", config=config, repo=repo)

@@ -85,10 +85,12 @@ def test_member_logits_counts_equal_sample_counts(members, dataset, phase, num):
         assert torch.equal(z, z_big)
 
 
-def test_compute_member_outputs_layout_and_float16(members, dataset):
+def test_compute_member_outputs_layout_float32_exact_and_float16(members, dataset):
     out = compute_member_outputs(members[1], dataset, IMAGES, N0, N, BATCH, SEED, SIGMA)
-    assert out["selection"].shape == (len(IMAGES), N0, 3) and out["selection"].dtype == torch.float16
-    assert out["estimation"].shape == (len(IMAGES), N, 3) and out["estimation"].dtype == torch.float16
+    half = compute_member_outputs(members[1], dataset, IMAGES, N0, N, BATCH, SEED, SIGMA, dtype=torch.float16)
+    assert out["selection"].shape == (len(IMAGES), N0, 3) and out["selection"].dtype == torch.float32
+    assert out["estimation"].shape == (len(IMAGES), N, 3) and out["estimation"].dtype == torch.float32
+    assert half["estimation"].dtype == torch.float16
     assert out["indices"].tolist() == IMAGES
     assert out["labels"].tolist() == [dataset[i][1] for i in IMAGES]
     assert (out["noise_seed"], out["sigma"]) == (SEED, SIGMA)
@@ -98,10 +100,13 @@ def test_compute_member_outputs_layout_and_float16(members, dataset):
         x, _ = dataset[i]
         for phase, num in (("selection", N0), ("estimation", N)):
             z32 = member_logits(members[1], x, num, BATCH, NoiseStream(SEED), SIGMA, i, phase)
-            # float16 storage is exactly float32 logits rounded to nearest
-            assert torch.equal(out[phase][pos], z32.half())
-            counts = torch.bincount(out[phase][pos].float().argmax(1), minlength=3)
             expected = smooth.sample_counts(x, num, BATCH, i, phase)
+            # the default float32 storage is exactly the logits: the counts are Smooth's
+            assert torch.equal(out[phase][pos], z32)
+            assert torch.equal(torch.bincount(out[phase][pos].argmax(1), minlength=3), expected)
+            # float16 storage is exactly float32 logits rounded to nearest
+            assert torch.equal(half[phase][pos], z32.half())
+            counts = torch.bincount(half[phase][pos].float().argmax(1), minlength=3)
             flipped += int((counts - expected).abs().sum()) // 2
             total += num
     # rounding flips the argmax of near-ties only: a tiny fraction of samples
@@ -164,7 +169,7 @@ def probs(*p):
 
 
 def test_sween_adaptive_exits_early():
-    # i = 1: the largest-weight member (index 1) has p = 0.9999 > T = 0.99 -> its class,
+    # i = 1: the largest-weight member (index 1) has p = 0.9999 > T = 0.999 -> its class,
     # although the weighted soft average prefers class 0 (0.6 vs 0.4)
     z = logits_of(probs(0.9999, 0.0001, 0), probs(0.0001, 0.9999, 0), probs(0.9999, 0.0001, 0))
     w = torch.tensor([0.3, 0.4, 0.3])
@@ -176,13 +181,53 @@ def test_sween_adaptive_exits_early():
     w = torch.tensor([0.35, 0.35, 0.3])
     assert decide("sween_adaptive", z, w) == 0
     assert decide("soft", z, w) == 1
-    # i = 2 with spread: p̄ = 0.6, s.e. term = z/W·sqrt(W·Σw(p−p̄)²/1) = 2.8·0.21 = 0.588 ->
-    # 0.6 < 1.088, no exit; all three give the full weighted average, class 1
+    # i = 2 with spread: p̄ = 0.6, ŵ = (½, ½), weighted sd = 0.3, sqrt(Σŵ²) = √½, so the exit needs
+    # 0.6 > 0.5 + z·0.7071·0.3: with z = 1.96 (α = 0.05) no exit, the full average gives class 1
     z = logits_of(probs(0.9, 0.1, 0), probs(0.3, 0.7, 0), probs(0, 1, 0))
     assert decide("sween_adaptive", z, w) == 1
-    # the same as a function of α: exit iff 0.6 − 0.5 > 0.3·z, z = Φ⁻¹(1 − α/2), i.e. α > 0.7388
-    assert decide("sween_adaptive", z, w, alpha=0.76) == 0  # z = Φ⁻¹(0.62) ≈ 0.306: exit at i = 2
-    assert decide("sween_adaptive", z, w, alpha=0.72) == 1  # z = Φ⁻¹(0.64) ≈ 0.358: no exit
+    # exit iff z < 0.1 / 0.2121 = 0.4714, i.e. α > 2·(1 − Φ(0.4714)) = 0.6374
+    assert decide("sween_adaptive", z, w, alpha=0.66) == 0  # z = Φ⁻¹(0.67) ≈ 0.440: exit at i = 2
+    assert decide("sween_adaptive", z, w, alpha=0.62) == 1  # z = Φ⁻¹(0.69) ≈ 0.496: no exit
+
+
+def _sween_exit_by_hand(p, w, threshold, alpha):
+    """The SWEEN authors' AEnsemble exit rule written out member by member (model/ensemble.py):
+    visit members by decreasing weight; after the first, exit if max p̄ > T; after i ≥ 2, exit if
+    p̄_L > 0.5 + z·sqrt(Σŵ²)·sqrt(Σŵ(π − p̄_L)²) with ŵ = w/Σw over the visited members."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    order = sorted(range(len(w)), key=lambda j: -w[j])
+    for i in range(1, len(order) + 1):
+        seen = order[:i]
+        total = sum(w[j] for j in seen)
+        hat = [w[j] / total for j in seen]
+        mean = [sum(h * p[j][c] for h, j in zip(hat, seen)) for c in range(len(p[0]))]
+        top = max(range(len(mean)), key=lambda c: mean[c])
+        if i == len(order):
+            return top
+        if i == 1 and mean[top] > threshold:
+            return top
+        if i >= 2:
+            spread = math.sqrt(sum(h * (p[j][top] - mean[top]) ** 2 for h, j in zip(hat, seen)))
+            if mean[top] > 0.5 + z * math.sqrt(sum(h * h for h in hat)) * spread:
+                return top
+    raise AssertionError("unreachable")
+
+
+def test_sween_adaptive_rule_is_the_authors_formula():
+    g = torch.Generator().manual_seed(11)
+    for trial in range(200):
+        k = 2 + trial % 5
+        logits = torch.randn(k, 1, 4, generator=g) * (0.5 + 3 * torch.rand(1, generator=g))
+        w = torch.rand(k, generator=g) + 0.05
+        w = w / w.sum()
+        alpha = [0.05, 0.3, 0.7][trial % 3]
+        threshold = [0.999, 0.9, 0.6][trial % 3]
+        p = logits[:, 0].softmax(dim=1).double().tolist()
+        expected = _sween_exit_by_hand(p, w.double().tolist(), threshold, alpha)
+        got = RULES["sween_adaptive"](logits, w, threshold=threshold, alpha=alpha).item()
+        assert got == expected, (trial, p, w.tolist())
 
 
 def test_weights_one_zero_select_the_first_member():
@@ -277,7 +322,8 @@ def test_float16_outputs_equal_direct_evaluation_of_rounded_members(members, dat
     """Float16 storage certifies the ensemble of float16-rounded members, exactly. (Member 1
     alone has a float16 argmax flip on image 3, which changes its certified radius.)"""
     chosen = [members[m] for m in which]
-    outputs16 = [compute_member_outputs(m, dataset, IMAGES, N0, N, BATCH, SEED, SIGMA) for m in chosen]
+    outputs16 = [compute_member_outputs(m, dataset, IMAGES, N0, N, BATCH, SEED, SIGMA, dtype=torch.float16)
+                 for m in chosen]
     ensemble = EnsembleClassifier(chosen, name, None, output_dtype=torch.float16)
     smooth = Smooth(ensemble, 3, SIGMA, noise_seed=SEED, device="cpu")
     for pos, i in enumerate(IMAGES):
@@ -288,7 +334,7 @@ def test_float16_outputs_equal_direct_evaluation_of_rounded_members(members, dat
 
 # -- 4. storage and TSV -------------------------------------------------------------------------
 def test_save_load_round_trip_and_tsv(tmp_path, members, dataset, outputs32):
-    outputs16 = compute_member_outputs(members[2], dataset, IMAGES, N0, N, BATCH, SEED, SIGMA)
+    outputs16 = compute_member_outputs(members[2], dataset, IMAGES, N0, N, BATCH, SEED, SIGMA, dtype=torch.float16)
     path = tmp_path / "out" / "member2.npz"
     save_outputs(path, outputs16)
     assert [p.name for p in path.parent.iterdir()] == ["member2.npz"]  # no temporary left behind

@@ -18,7 +18,7 @@ SIGMA, ALPHA, N0, N, BATCH, SEED = 0.25, 0.001, 100, 300, 300, 3
 IMAGES = [0, 2, 4, 6, 7]
 SETTINGS = {
     "optimal": {"m": 3, "n": 4, "t": 0.3, "sigma_tilde": 0.05, "closed_form": "corrected"},
-    "sween": {"noise_draws": 2, "steps": 30, "lr": 0.1, "threshold": 0.6, "alpha": 0.5},
+    "sween": {"epochs": 5, "augment": {"crop_padding": 1, "flip": False}, "threshold": 0.6, "alpha": 0.5},
     "k_consensus": {"k": 2},
 }
 

@@ -20,6 +20,8 @@ from rslib.weights import (
     perturb_model,
     quadratic_coefficients_k2,
     solve_weights,
+    SweenFit,
+    sween_loss,
     sween_weights,
 )
 
@@ -285,7 +287,60 @@ def test_sween_prefers_good_member():
     images = torch.rand(60, 6)
     images[:, 0] = torch.where(torch.arange(60) % 2 == 0, 1.0, -1.0)
     labels = torch.where(torch.arange(60) % 2 == 0, 0, 1)
-    w = sween_weights([_ConstantWrong(), good], images, labels, sigma=0.25, noise_draws=4, steps=200, lr=0.1,
+    w = sween_weights([_ConstantWrong(), good], images, labels, sigma=0.25, fit=SweenFit(crop_padding=0, flip=False),
                       generator=torch.Generator().manual_seed(0))
     assert w.sum().item() == pytest.approx(1.0) and torch.all(w >= 0)
     assert w[1].item() > 0.9
+
+
+def test_sween_weights_follow_the_authors_loop_step_by_step():
+    """Two epochs of SWEEN's weight fitting (SWEEN-author/SWEEN ens_train.py, training/ens.py)
+    followed by hand: θ = 0; per epoch a permutation, per batch a crop (zero padding 1), a flip,
+    one Gaussian draw per image, the batch-mean loss −log(Σ softmax(θ)_l p_l,y + 1e-10), and
+    PyTorch's SGD with momentum 0.9 and weight decay 5e-4 on θ; lr 0.01, × 0.1 after 1 epoch."""
+    torch.manual_seed(0)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(16, 3)) for _ in range(3)]
+    images = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    fit = SweenFit(epochs=2, batch_size=4, lr_milestones=(1,), crop_padding=1, flip=True)
+    sigma = 0.5
+    got = sween_weights(members, images, labels, sigma, fit, torch.Generator().manual_seed(5))
+
+    g = torch.Generator().manual_seed(5)  # the same draws, in the documented order
+    theta, buf = np.zeros(3), None
+    for epoch in range(2):
+        lr = 0.01 * (0.1 if epoch >= 1 else 1.0)
+        order = torch.randperm(10, generator=g)
+        for start in range(0, 10, 4):
+            batch = order[start:start + 4]
+            b = len(batch)
+            dy, dx = torch.randint(0, 3, (b,), generator=g), torch.randint(0, 3, (b,), generator=g)
+            flips = torch.rand(b, generator=g) < 0.5
+            x = torch.zeros(b, 1, 4, 4)
+            for j, i in enumerate(batch.tolist()):
+                padded = torch.zeros(1, 6, 6)
+                padded[:, 1:5, 1:5] = images[i]
+                crop = padded[:, dy[j]:dy[j] + 4, dx[j]:dx[j] + 4]
+                x[j] = crop.flip(2) if flips[j] else crop
+            x = x + sigma * torch.randn(x.shape, generator=g)
+            with torch.no_grad():
+                p_y = np.array([m(x).softmax(1)[torch.arange(b), labels[batch]].double().numpy() for m in members])
+            w = np.exp(theta) / np.exp(theta).sum()
+            mix = w @ p_y + 1e-10
+            dl_dw = -(p_y / mix).mean(axis=1)  # ∂/∂w_l of −mean log(Σ w p_y + ε)
+            grad = w * (dl_dw - w @ dl_dw)  # through w = softmax(θ)
+            step = grad + 5e-4 * theta
+            buf = step if buf is None else 0.9 * buf + step
+            theta = theta - lr * buf
+    expected = np.exp(theta) / np.exp(theta).sum()
+    assert got.double().numpy() == pytest.approx(expected, abs=1e-6)
+    assert np.abs(theta).max() > 1e-3  # the weights did move from uniform
+
+
+def test_sween_loss_is_the_authors_objective():
+    theta = torch.tensor([0.2, -0.1])
+    probs = torch.tensor([[[0.7, 0.3], [0.0, 1.0]], [[0.5, 0.5], [0.0, 1.0]]])  # (k, B, c)
+    labels = torch.tensor([0, 0])
+    w = torch.softmax(theta, 0)
+    by_hand = -(torch.log(w[0] * 0.7 + w[1] * 0.5 + 1e-10) + torch.log(torch.tensor(1e-10))) / 2
+    assert sween_loss(theta, probs, labels).item() == pytest.approx(by_hand.item())

@@ -32,11 +32,12 @@ def main():
     sigma = float(wc.sigma)
     started = time.perf_counter()
     if snakemake.input.outputs:
-        mode, device = "stored outputs", torch.device("cpu")
+        device = torch.device("cpu")
         shards = list(snakemake.input.outputs)
         per_member = len(shards) // len(members)
         outputs = [concat_outputs([load_outputs(p) for p in shards[k * per_member:(k + 1) * per_member]])
                    for k in range(len(members))]
+        mode = f"stored {str(outputs[0]['estimation'].dtype).removeprefix('torch.')} outputs"
         if snakemake.input.pseudo:  # per-point EsbRS weights: the members' pseudo-model outputs
             pseudo = list(snakemake.input.pseudo)
             for k, out in enumerate(outputs):

@@ -14,6 +14,7 @@ run_logged(
     snakemake.log[0],
     lambda: write_ensemble_summary(
         ensembles=list(params.ensembles),
+        evaluation=list(params.evaluation),
         certificates=list(snakemake.input.certificates),
         adaptive=list(params.adaptive),
         adaptive_summaries=list(snakemake.input.adaptive),

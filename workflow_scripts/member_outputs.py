@@ -29,7 +29,7 @@ def main():
     outputs = compute_member_outputs(
         model, load_split(snakemake.input.data, "test"), subset[start:stop],
         n0=settings["n0"], n=settings["n"], batch_size=settings["batch_size"],
-        noise_seed=params.noise_seed, sigma=float(wc.sigma), device=device,
+        noise_seed=params.noise_seed, sigma=float(wc.sigma), device=device, dtype=getattr(torch, params.dtype),
     )
     save_outputs(snakemake.output[0], outputs)
 

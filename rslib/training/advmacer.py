@@ -12,6 +12,18 @@ Per mini-batch:
    (Alg. 1 steps 3–8; :func:`rslib.training.macer.macer_loss`): CE of the copy-averaged soft
    classifier at x̂ + (λσ/2n) Σ_{i∈S} max(γ − ξ̂(x̂_i, y_i), 0).
 
+Two readings of Alg. 1, and ours:
+
+* **Noise of the training loss.** Step 3 draws m new Gaussian samples around each x̂ (it writes
+  N(x_i, σ²I), x_i for x̂_i), and step 8 samples yet another δ; Sec. 3.1's formula and the
+  statement that AdvMacer costs exactly what SmoothAdv costs fit one set of draws. We reuse the
+  attack's m draws for the loss, as SmoothAdv's reference code does for its own loss (fresh
+  draws would add noise sampling, not network passes: the cost argument holds either way).
+* **Where β applies.** Alg. 1 lists the inverse temperature β as an input but uses it in no
+  step. We follow MACER (``001`` and its code, which Sec. 3.1 builds on): β scales the logits
+  of the robustness (hinge) term only, softmax(β·f); the cross-entropy term uses softmax(f).
+  Applying β to both terms is the other reading; it is not implemented.
+
 Cost: T attack forward/backward passes on B·m inputs + one training forward/backward on B·m
 inputs — exactly SmoothAdv's (``000`` Sec. 3.1 (II), Sec. 4 "SmoothAdv and AdvMacer have the
 same training time"); the radius term is closed-form and needs no extra pass.

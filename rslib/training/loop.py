@@ -81,21 +81,23 @@ class TrainState:
     running: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0})
 
 
-def augment_batch(x: torch.Tensor, crop_padding: int = 0, flip: bool = False) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per image, on the device."""
+def augment_batch(x: torch.Tensor, crop_padding: int = 0, flip: bool = False,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per image, on the device;
+    draws from ``generator`` (on x's device) when given, else from torch's global generator."""
     if crop_padding:
         n, _, h, w = x.shape
         p = crop_padding
         padded = torch.nn.functional.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (n,), device=x.device)
-        dx = torch.randint(0, 2 * p + 1, (n,), device=x.device)
+        dy = torch.randint(0, 2 * p + 1, (n,), device=x.device, generator=generator)
+        dx = torch.randint(0, 2 * p + 1, (n,), device=x.device, generator=generator)
         rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chan, rows, cols]
     if flip:
-        mask = torch.rand(x.shape[0], device=x.device) < 0.5
+        mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 
