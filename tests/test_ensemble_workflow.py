@@ -49,7 +49,8 @@ def test_members_run_once_and_every_scheme_is_certified(paper_run):
         assert len(df) == 10 and row["images"] == 10
         assert row["acr"] == pytest.approx(average_certified_radius(df))  # table computed from its TSV
         provenance = json.loads((tsv.parent / "certify.json").read_text())
-        assert provenance["mode"] == "stored outputs" and provenance["sound"] == SCHEMES[row["scheme"]].sound
+        assert provenance["mode"] == "stored float32 outputs" and provenance["sound"] == SCHEMES[row["scheme"]].sound
+        assert row["evaluation"] == "stored float32 outputs"  # the summary names the storage
         assert len(provenance["weights_per_image"]) == 10
     sween = json.loads((workdir / ENSEMBLE_DIR / "weights-sween.json").read_text())
     assert sween["heldout_images"] == 100 and sum(sween["weights"]) == pytest.approx(1.0)
