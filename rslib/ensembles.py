@@ -107,7 +107,7 @@ def compute_member_outputs(
     certificate identical to direct float32 evaluation of the same members on the same noise:
     ~2 GB per model at n = 100,000, 500 images and 10 classes. float16 halves that, but its
     rounding flips a member's argmax where two logits agree to ~3 significant digits, and on
-    the demo 3 of 100 average-ensemble certificates then differ from direct evaluation
+    the demo 1 to 3 of 100 average-ensemble certificates then differ from direct evaluation
     (``benchmarks/ensemble_certify.py --dtype float16``). Those certificates stay sound: they
     certify the ensemble of float16-rounded members, a fixed base classifier (as with bf16
     autocast in :class:`Smooth`); ``EnsembleClassifier(..., output_dtype=torch.float16)``

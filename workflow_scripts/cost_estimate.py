@@ -28,7 +28,8 @@ def main():
     saved = estimate_gpu_hours(list(params.imported_jobs), [], measured, n_train)
     saved["rule"] = "imported (not trained)"
     with atomic_path(snakemake.output.csv) as tmp:
-        pd.concat([df, saved], ignore_index=True).to_csv(tmp, index=False)
+        # empty frames left out: pandas' concat would otherwise let their all-NA columns set dtypes
+        pd.concat([f for f in (df, saved) if len(f)] or [df], ignore_index=True).to_csv(tmp, index=False)
     devices = sorted({str(r.get("device", "unknown")) for r in measured})
     summary = summarize_estimate(df)
     text = (
