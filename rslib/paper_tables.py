@@ -434,12 +434,6 @@ def figure3_series(sources: Sequence[Source], acr: Mapping[Source, float]) -> di
 # ---------------------------------------------------------------------------------------------
 # Entry points of the workflow scripts
 # ---------------------------------------------------------------------------------------------
-def _stats_by_source(sources: Sequence[Source], certificates: Sequence[str]) -> dict[Source, dict[str, float]]:
-    from .analysis import read_certificates, summarize
-
-    return {s: summarize(read_certificates(p), TABLE_RADII) for s, p in zip(sources, certificates)}
-
-
 def _mean_time(path: str) -> float:
     from .analysis import read_certificates
 
@@ -508,7 +502,11 @@ def write_table(
     from .io import atomic_path
 
     seed_certificates = seed_certificates or [[] for _ in sources]
-    stats = _stats_by_source(sources, certificates)
+    # each certificate read once: the first is the table's cell, all give the seed spread and interval
+    frames = {s: [read_certificates(p) for p in [path, *more]]
+              for s, path, more in zip(sources, certificates, seed_certificates)}
+    per_seed = {s: [summarize(df, TABLE_RADII) for df in f] for s, f in frames.items()}
+    stats = {s: values[0] for s, values in per_seed.items()}
     trained = [s for s in sources if s.has_curve]
     train_hours = {s: float(pd.read_csv(c)["train_seconds"].iloc[-1]) / 3600.0 for s, c in zip(trained, curves)}
     # Table 3: an ensemble's time is its reduction plus every member's forward passes
@@ -518,18 +516,16 @@ def write_table(
         if m.seed not in seeds.setdefault(m.name, []):
             seeds[m.name].append(m.seed)
     certify_seconds = {}
-    for s, path in zip(sources, certificates):
+    for s in sources:
+        own = float(frames[s][0]["time"].mean())
         if s.single:
-            certify_seconds[s] = _mean_time(path)
+            certify_seconds[s] = own
         elif members:
-            certify_seconds[s] = _mean_time(path) + sum(
+            certify_seconds[s] = own + sum(
                 member_seconds[(m.dataset, m.sigma, m.name, m.seed)] for m in member_sources(s, seeds))
     # uncertainty: bootstrap over images (and seeds), and the seed spread of trained singles
-    frames = {s: [read_certificates(p) for p in [path, *more]]
-              for s, path, more in zip(sources, certificates, seed_certificates)}
     intervals = {s: bootstrap_intervals(f, TABLE_RADII, replicates=uncertainty.replicates, level=uncertainty.level,
                                         seed=uncertainty.seed) for s, f in frames.items()}
-    per_seed = {s: [summarize(df, TABLE_RADII) for df in f] for s, f in frames.items()}
     spread = {s: {k: (float(np.mean([v[k] for v in vals])), float(np.std([v[k] for v in vals], ddof=1)))
                   for k in vals[0]}
               for s, vals in per_seed.items() if len(vals) > 1} if uncertainty.seed_statistics else None
