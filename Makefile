@@ -8,7 +8,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint env slurm-install clean-demo
+.PHONY: demo test lint env slurm-install clean-demo device-check
 
 env: $(STAMP)
 
@@ -44,6 +44,11 @@ test: $(STAMP) slurm-install
 ## Install Debian's slurm-wlm and munge for the SLURM integration test (root only; skipped otherwise).
 slurm-install:
 	@if ! command -v sbatch >/dev/null && [ "$$(id -u)" = 0 ]; then bash tests/slurm/cluster.sh install; fi
+
+## One prepared check of every CUDA path and the GPU speed figures (GPU machine; see README).
+DEVICE_CHECK_OUT ?= results/device-check
+device-check: $(STAMP)
+	$(BIN)/python benchmarks/device_check.py --out $(DEVICE_CHECK_OUT)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -71,16 +71,43 @@ class NoiseStream:
     def block_seed(self, index: int, phase: str, block: int) -> int:
         return mix_seed(self.seed, index, phase_code(phase), block)
 
-    def sample(self, index: int, phase: str, start: int, count: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    def sample(
+        self,
+        index: int,
+        phase: str,
+        start: int,
+        count: int,
+        shape: tuple[int, ...] | torch.Size,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Samples ``start … start+count−1`` of image ``index``'s ``phase`` stream.
+
+        ``out``: a contiguous tensor of shape ``(count, *shape)`` with this stream's device and dtype
+        to fill instead of allocating one (the certification loop reuses one buffer per call).
+        Whole blocks are drawn straight into it (``normal_`` is what ``torch.randn`` runs on a
+        fresh tensor, so the values are the same); only a partial last block goes through a
+        temporary block, because its first ``take`` values are those of a full ``BLOCK`` draw.
+        """
         if start % BLOCK:
             raise ValueError(f"noise sample ranges must start at a multiple of {BLOCK}, got {start}")
-        out = torch.empty((count, *shape), device=self.device, dtype=self.dtype)
+        shape = tuple(shape)
+        if out is None:
+            out = torch.empty((count, *shape), device=self.device, dtype=self.dtype)
+        elif (tuple(out.shape) != (count, *shape) or out.device != self.device or out.dtype != self.dtype
+              or not out.is_contiguous()):
+            raise ValueError(
+                f"out must be a contiguous {self.dtype} tensor of shape {(count, *shape)} on {self.device} "
+                f"(got {out.dtype} {tuple(out.shape)} on {out.device})"
+            )
         first_block = start // BLOCK
         for offset in range(0, count, BLOCK):
             take = min(BLOCK, count - offset)
             self._generator.manual_seed(self.block_seed(index, phase, first_block + offset // BLOCK))
-            block = torch.randn((BLOCK, *shape), generator=self._generator, device=self.device, dtype=self.dtype)
-            out[offset : offset + take] = block[:take]
+            if take == BLOCK:
+                out[offset : offset + BLOCK].normal_(generator=self._generator)
+            else:
+                block = torch.randn((BLOCK, *shape), generator=self._generator, device=self.device, dtype=self.dtype)
+                out[offset : offset + take] = block[:take]
         return out
 
 

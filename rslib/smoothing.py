@@ -90,20 +90,37 @@ def noisy_batches(
     index: int,
     phase: str,
     start: int = 0,
+    channels_last: bool | None = None,
 ) -> Iterator[torch.Tensor]:
     """The noisy inputs x + σ·ε for samples ``start … start+num−1`` of ``phase`` of image
-    ``index``, in batches of whole noise blocks, on ``noise.device`` (channels-last on CUDA).
+    ``index``, in batches of whole noise blocks, on ``noise.device``.
 
     The one place where base-classifier inputs are built: CERTIFY, stored ensemble member
     outputs and the second certifiers all see exactly these samples.
+
+    Every batch is built in one buffer allocated per call and overwritten by the next batch:
+    consume a batch (run the model on it) before advancing the iterator, and ``clone`` it to
+    keep it. The noise is drawn into the buffer and scaled and shifted in place, the same
+    float32 operations, so the same values, as ``x + sigma * noise`` (IEEE addition
+    commutes); this saves an allocation, a copy and two passes over memory per batch, which
+    is what kept CERTIFY above the cost of the bare forward pass
+    (``benchmarks/certify_throughput.py``). ``channels_last`` (default: on CUDA) hands the
+    model a channels-last copy of each batch; the noise itself is always drawn in the
+    contiguous layout, so its values do not depend on the memory format.
     """
     x = x.to(noise.device, non_blocking=True)
+    if channels_last is None:
+        channels_last = noise.device.type == "cuda"
+    channels_last = channels_last and x.dim() == 3
     batch = round_batch_size(batch_size)
+    buffer = torch.empty((min(batch, num), *x.shape), device=noise.device, dtype=noise.dtype)
+    converted = torch.empty_like(buffer, memory_format=torch.channels_last) if channels_last else None
     for offset in range(0, num, batch):
         size = min(batch, num - offset)
-        noisy = x.unsqueeze(0) + sigma * noise.sample(index, phase, start + offset, size, x.shape)
-        if noise.device.type == "cuda":
-            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        noisy = noise.sample(index, phase, start + offset, size, x.shape, out=buffer[:size])
+        noisy.mul_(sigma).add_(x)
+        if converted is not None:
+            noisy = converted[:size].copy_(noisy)
         yield noisy
 
 
@@ -135,6 +152,11 @@ class Smooth:
     ``pixel_range=(0.0, 1.0)`` to get the same checks (``pixel_range=None`` turns the range
     check off). A model carrying an ``rslib_spec`` attribute with a ``sigma`` (its training
     σ) is refused at another σ unless ``allow_sigma_mismatch=True``.
+
+    **Speed options.** ``autocast_bf16`` runs the model under bf16 autocast on CUDA (ignored on
+    the CPU). ``channels_last`` (default: on CUDA) converts the model and every noisy batch to
+    the channels-last memory format, which cuDNN's convolutions prefer; it changes only the
+    layout, never the noise. ``benchmarks/device_check.py`` measures both.
     """
 
     #: Returned by ``predict`` and ``certify`` when the smoothed classifier abstains.
@@ -152,6 +174,7 @@ class Smooth:
         input_shape: Sequence[int] | None = None,
         pixel_range: tuple[float, float] | None | str = "auto",
         allow_sigma_mismatch: bool = False,
+        channels_last: bool | None = None,
     ):
         if not isinstance(base_classifier, torch.nn.Module):
             raise ValueError(
@@ -174,8 +197,13 @@ class Smooth:
                 "pass the model's sigma, or allow_sigma_mismatch=True to certify it at another noise level"
             )
         self.device = _resolve_device(base_classifier, device)
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True, False or None (got {channels_last!r})")
+        self.channels_last = channels_last
         self.base_classifier = base_classifier.to(self.device).eval()
-        if self.device.type == "cuda":
+        if channels_last:
             self.base_classifier = self.base_classifier.to(memory_format=torch.channels_last)
         self.noise_seed = noise_seed
         self.noise = NoiseStream(noise_seed, self.device)
@@ -244,7 +272,7 @@ class Smooth:
         self, x: torch.Tensor, num: int, batch_size: int, noise: NoiseStream, index: int, phase: str, start: int
     ) -> torch.Tensor:
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        for noisy in noisy_batches(x, num, batch_size, noise, self.sigma, index, phase, start):
+        for noisy in noisy_batches(x, num, batch_size, noise, self.sigma, index, phase, start, self.channels_last):
             with self._autocast():
                 logits = self.base_classifier(noisy)
             if logits.dim() != 2 or logits.shape[1] != self.num_classes:

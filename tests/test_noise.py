@@ -182,3 +182,31 @@ def test_block_seed_depends_on_each_component():
 def test_round_batch_size(batch, expected):
     assert round_batch_size(batch) == expected
     assert round_batch_size(batch) % BLOCK == 0
+
+
+# --- pinned values and in-place drawing ----------------------------------------------------------
+
+
+def test_pinned_cpu_values_of_the_stream():
+    # Certificates are reproducible only while these draws stay bit-identical: a change of the
+    # block seeding, the block layout or the drawing path (e.g. drawing into a reused buffer,
+    # benchmarks/certify_throughput.py) must not move a single value.
+    a = NoiseStream(seed=0).sample(7, "estimation", 0, 250, (3, 4, 4))  # two whole blocks and a partial one
+    assert a[0, 0, 0, :3].tolist() == [0.1330757886171341, -0.9836315512657166, -0.9079443216323853]
+    assert a[120, 1, 2, :3].tolist() == [1.2022958993911743, 1.2945979833602905, 0.09497428685426712]
+    assert a[249, 2, 3, -3:].tolist() == [-0.5905735492706299, -0.4443749189376831, 1.4875853061676025]
+    b = NoiseStream(seed=2024).sample(3, "selection", 100, 100, (1, 8, 8))
+    assert b[99, 0, 7, -2:].tolist() == [-0.5900632739067078, -0.40532249212265015]
+
+
+def test_sample_into_out_equals_a_fresh_draw_and_checks_out():
+    stream = NoiseStream(seed=3)
+    out = torch.full((250, *SHAPE), float("nan"))
+    assert stream.sample(4, "outputs", 200, 250, SHAPE, out=out) is out
+    assert torch.equal(out, NoiseStream(seed=3).sample(4, "outputs", 200, 250, SHAPE))
+    with pytest.raises(ValueError, match="out must be a contiguous torch.float32 tensor of shape"):
+        stream.sample(4, "outputs", 0, 10, SHAPE, out=torch.empty(11, *SHAPE))
+    with pytest.raises(ValueError, match="out must be"):
+        stream.sample(4, "outputs", 0, 10, SHAPE, out=torch.empty(10, *SHAPE, dtype=torch.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        stream.sample(4, "outputs", 0, 10, SHAPE, out=torch.empty(*SHAPE, 10).permute(3, 0, 1, 2))

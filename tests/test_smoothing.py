@@ -494,3 +494,26 @@ def test_merge_shards_rejects_a_row_with_missing_fields(tmp_path):
     with pytest.raises(ValueError, match="expected 6 tab-separated fields"):
         merge_shards([a], tmp_path / "merged.tsv", [0])
     assert not (tmp_path / "merged.tsv").exists()
+
+
+def test_noisy_batches_equal_x_plus_sigma_noise_in_every_layout():
+    # the in-place build of each batch (one reused buffer) gives exactly x + σ·ε, and the
+    # channels-last copy changes the layout only
+    from rslib.smoothing import noisy_batches
+
+    x = torch.rand(3, 5, 4)
+    noise = NoiseStream(11).sample(2, "estimation", 100, 730, x.shape)
+    expected = x.unsqueeze(0) + 0.37 * noise
+    for channels_last in (False, True):
+        batches = [b.clone() for b in noisy_batches(x, 730, 300, NoiseStream(11), 0.37, 2, "estimation", 100,
+                                                     channels_last=channels_last)]
+        assert [len(b) for b in batches] == [300, 300, 130]
+        assert all(b.is_contiguous(memory_format=torch.channels_last) == channels_last for b in batches)
+        assert torch.equal(torch.cat(batches), expected)
+
+
+def test_channels_last_option_defaults_to_cuda_only_and_is_checked():
+    plain = Smooth(linear_base(), 2, SIGMA, noise_seed=1, device="cpu")
+    assert plain.channels_last is False  # default: channels-last on CUDA only
+    with pytest.raises(ValueError, match="channels_last must be True, False or None"):
+        Smooth(linear_base(), 2, SIGMA, channels_last="yes")
