@@ -8,7 +8,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint env slurm-install clean-demo device-check
+.PHONY: demo test lint env slurm-install latex-install clean-demo device-check
 
 env: $(STAMP)
 
@@ -37,8 +37,9 @@ demo: $(STAMP)
 	@echo "Also:    results/demo/certified_accuracy.tex, results/demo/ensembles.tex, results/demo/adaptive.csv"
 	@echo "Report:  results/demo/report.html (Snakemake report: every table and figure with captions and provenance)"
 
-## Run every test: unit, real Snakemake runs, and the workflow through a real one-node SLURM cluster.
-test: $(STAMP) slurm-install
+## Run every test: unit, real Snakemake runs, the workflow through a real one-node SLURM cluster,
+## and pdflatex on every .tex the workflow writes.
+test: $(STAMP) slurm-install latex-install
 	$(BIN)/python -m pytest
 
 ## Install Debian's slurm-wlm and munge for the SLURM integration test (root only; skipped otherwise).
@@ -49,6 +50,14 @@ slurm-install:
 DEVICE_CHECK_OUT ?= results/device-check
 device-check: $(STAMP)
 	$(BIN)/python benchmarks/device_check.py --out $(DEVICE_CHECK_OUT)
+
+## Install Debian's pdflatex for the LaTeX compile tests (root only; skipped otherwise, failed under CI=true).
+## latex-extra brings the standalone class of the tables; --no-install-recommends keeps it to about a minute.
+latex-install:
+	@if ! command -v pdflatex >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			texlive-latex-base texlive-latex-recommended texlive-latex-extra; fi
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

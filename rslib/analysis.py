@@ -166,14 +166,54 @@ def bootstrap_intervals(
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
     "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
-    "×": r"$\times$", "σ": r"$\sigma$", "ε": r"$\epsilon$", "±": r"$\pm$", "−": "$-$", "†": r"$^\dagger$",
-    "‡": r"$^\ddagger$", "§": r"\S{}",
+    # pdflatex's default OT1 text fonts print < > | as other glyphs (¡ ¿ —): set them in math
+    "<": "$<$", ">": "$>$", "|": "$|$",
+    "×": r"$\times$", "±": r"$\pm$", "−": "$-$", "–": "--", "—": "---", "…": r"\ldots{}", "·": r"$\cdot$",
+    "≤": r"$\leq$", "≥": r"$\geq$", "≈": r"$\approx$", "→": r"$\rightarrow$", "°": r"$^\circ$",
+    "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}", "‘": "`", "’": "'", "“": "``", "”": "''",
+    "²": "$^2$", "√": r"$\surd$", "∞": r"$\infty$", "Φ": r"$\Phi$", "Σ": r"$\Sigma$", "Δ": r"$\Delta$",
+    "Λ": r"$\Lambda$", "Ω": r"$\Omega$", "Γ": r"$\Gamma$", "Θ": r"$\Theta$", "Π": r"$\Pi$", "Ψ": r"$\Psi$",
+    **{chr(0x3B1 + i): rf"$\{name}$" for i, name in enumerate(
+        "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi o pi rho varsigma sigma "
+        "tau upsilon phi chi psi omega".split())},
+    "ο": "o",  # omicron has no LaTeX command: it is the Latin o
 }
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters; × and σ become math symbols."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    """``text`` as pure-ASCII LaTeX for pdflatex's defaults (no inputenc/fontenc needed): LaTeX's
+    special characters escaped, the Unicode we write (σ, ε, ×, −, –, ±, †, ‡, §, …) spelled as
+    LaTeX, other characters by their compatibility decomposition without accents (é → e, ™ → TM)
+    and what has none as ``[U+XXXX]``, so that no table fails over a label or a device name."""
+    import unicodedata
+
+    out = []
+    for ch in text:
+        if ch in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[ch])
+        elif ch.isascii():
+            out.append(ch)
+        else:
+            plain = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+            out.append(latex_escape(plain) if plain and plain != ch else f"[U+{ord(ch):04X}]")
+    return "".join(out)
+
+
+#: Lines before and after the tabular of every .tex table. Compiled alone (``pdflatex t.tex``),
+#: the file is a ``standalone`` document cropped to the table. ``\input{t.tex}`` in the body of
+#: a paper that loads booktabs (and nothing else of ours) reads only the tabular: in a document
+#: body LaTeX has made ``\documentclass`` ``\@notprerr`` (it is a preamble-only command), so the
+#: preamble is skipped, and ``\rstableend`` is undefined there (``\csname`` makes it ``\relax``).
+#: A paper that loads the ``standalone`` package gets the whole file, as that package expects.
+_LATEX_BEGIN = (
+    r"\expandafter\ifx\csname @notprerr\endcsname\documentclass\else",
+    r"\def\rstableend{\end{document}}",
+    r"\documentclass[varwidth=\maxdimen]{standalone}",
+    r"\usepackage{booktabs}",
+    r"\begin{document}",
+    r"\fi",
+)
+_LATEX_END = (r"\csname rstableend\endcsname",)
 
 
 def latex_table(
@@ -184,16 +224,15 @@ def latex_table(
     align: str | None = None,
     bold: Iterable[tuple[int, int]] = (),
 ) -> str:
-    """A standalone-compilable booktabs table (``standalone`` class; ``\\input``-able from a
-    paper that loads the ``standalone`` package). Cells are escaped; ``bold`` lists
-    (row, column) positions to set in bold."""
+    """A booktabs table that compiles alone with pdflatex and whose tabular a paper can
+    ``\\input`` (see ``_LATEX_BEGIN``); pure ASCII. Cells are escaped; ``bold`` lists
+    (row, column) positions to set in bold. The caption is a comment above the tabular."""
     bold = set(bold)
     align = align or "l" * len(header)
     lines = [
-        r"\documentclass[varwidth=\maxdimen]{standalone}",
-        r"\usepackage{booktabs}",
-        r"\begin{document}",
         r"% " + latex_escape(caption),
+        r"% Alone: pdflatex this file. In a paper (booktabs loaded): \input{this file} inside a table.",
+        *_LATEX_BEGIN,
         rf"\begin{{tabular}}{{{align}}}",
         r"\toprule",
         " & ".join(latex_escape(h) for h in header) + r" \\",
@@ -203,7 +242,7 @@ def latex_table(
         cells = [latex_escape(str(c)) for c in row]
         cells = [rf"\textbf{{{c}}}" if (i, j) in bold else c for j, c in enumerate(cells)]
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{document}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}", *_LATEX_END, ""]
     return "\n".join(lines)
 
 

@@ -9,20 +9,22 @@ Every array dataset (``digits``, ``cifar10``, ``svhn``) is stored the same way::
 ImageNet is never downloaded: ``meta.json`` (format ``"imagefolder"``) records
 the root of a user-supplied ImageFolder tree holding ``train/`` and ``val/``.
 
-All writes are atomic (temporary file in the same folder, then ``os.replace``),
-so a failure never leaves a ``meta.json`` or a half-written ``.npz`` behind.
-Problems are reported as :class:`DataError` with a single-line message naming
-the file or URL involved; progress goes to stderr.
+torchvision does the dataset plumbing: ``download_url`` transfers, ``extract_archive``
+unpacks, and ``CIFAR10``/``SVHN`` check every file's md5 and parse it. What is left here is
+what torchvision does not do, each function saying why: resuming an interrupted download,
+sha256 and one-line errors that name the URL and the expected digest, refusing archive members
+that escape the target, mirrors from the config, our ``.npz`` format with its checksums, the
+ImageNet folder checks, and the held-out split. All writes are atomic and a failure leaves
+no ``meta.json``, ``.npz``, unverified download or extraction folder behind (only the ``.part``
+of a download cut by the network, to resume). Problems are reported as :class:`DataError` with
+a single-line message; progress goes to stderr.
 """
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import json
-import lzma
 import os
-import pickle
 import shutil
 import sys
 import tarfile
@@ -47,7 +49,7 @@ from .dataset_registry import (
     evaluation_indices,
 )
 from .errors import DataError
-from .io import file_digest
+from .io import atomic_path, file_digest, write_json
 
 __all__ = [
     "DATASETS",
@@ -68,18 +70,19 @@ __all__ = [
 SPLITS = ("train", "test")
 
 
-# ---------------------------------------------------------------------------
-# Small helpers: progress, hashing, atomic writes
-# ---------------------------------------------------------------------------
-
-
 def _log(message: str) -> None:
     """Print a progress line to stderr."""
     print(message, file=sys.stderr, flush=True)
 
 
+# ---------------------------------------------------------------------------
+# Download and extraction: torchvision's, with what it lacks
+# ---------------------------------------------------------------------------
+
+
 def _checksum_problem(path: Path, md5: str | None, sha256: str | None) -> str | None:
-    """Return ``None`` if ``path`` matches the given checksums, else a description."""
+    """``None`` if ``path`` matches the given checksums, else what differs. Not torchvision's
+    ``check_integrity``: that knows md5 only and answers True/False without the digests."""
     for algorithm, expected in (("md5", md5), ("sha256", sha256)):
         if expected:
             got = file_digest(path, algorithm)
@@ -88,136 +91,46 @@ def _checksum_problem(path: Path, md5: str | None, sha256: str | None) -> str | 
     return None
 
 
-def _temp_path(folder: Path, name: str) -> Path:
-    """A fresh, unused temporary path inside ``folder`` (same filesystem)."""
-    return folder / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
-
-
-def _atomic_write(path: Path, writer: Callable[[Any], None]) -> None:
-    """Call ``writer(binary_file)`` on a temp file next to ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path.parent, path.name)
+def _resume(url: str, part: Path) -> bool:
+    """Finish a leftover ``part`` of ``url`` with an HTTP Range request: appended on a 206 for
+    the right range, rewritten on a 200; False when the server refuses (the caller starts over).
+    torchvision cannot resume: a download cut at 90% would start again from zero."""
+    offset = part.stat().st_size
+    request = urllib.request.Request(url, headers={"User-Agent": "rslib", "Range": f"bytes={offset}-"})
     try:
-        with open(tmp, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as pretty JSON atomically."""
-    text = json.dumps(obj, indent=2) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _atomic_save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Save ``images``/``labels`` to an (uncompressed) ``.npz`` atomically."""
-    _atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
-
-
-# ---------------------------------------------------------------------------
-# Download
-# ---------------------------------------------------------------------------
-
-
-def _progress_printer(label: str, total: int | None) -> Callable[[int], None]:
-    """Return ``report(done)`` that prints about every 10% (every 100 MB if size unknown)."""
-    state = {"next": 1}  # next decile (or next 100 MB step) worth a line
-
-    def report(done: int) -> None:
-        step = done * 10 // total if total else done // 100_000_000
-        if step >= state["next"]:
-            state["next"] = step + 1
-            if total:
-                _log(f"{label}: {done / total:.0%} ({done / 1e6:.1f}/{total / 1e6:.1f} MB)")
-            else:
-                _log(f"{label}: {done / 1e6:.0f} MB")
-
-    return report
-
-
-def _copy_stream(src: Any, dst: Any, chunk: int, done: int, report: Callable[[int], None]) -> int:
-    """Copy ``src`` to ``dst`` chunk by chunk; return the byte count reached."""
-    while block := src.read(chunk):
-        dst.write(block)
-        done += len(block)
-        report(done)
-    return done
-
-
-def _fetch_file_url(url: str, part: Path, chunk: int) -> None:
-    """Copy a ``file://`` URL into ``part`` (always from the start)."""
-    source = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
-    total = source.stat().st_size
-    report = _progress_printer(part.name.removesuffix(".part"), total)
-    with open(source, "rb") as src, open(part, "wb") as dst:
-        _copy_stream(src, dst, chunk, 0, report)
-
-
-def _fetch_http(url: str, part: Path, chunk: int, timeout: float = 60.0) -> None:
-    """Stream ``url`` into ``part``, resuming a leftover ``part`` with a Range request."""
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "rslib"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(request, timeout=60)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:
-            # Leftover .part is not a prefix the server accepts: start over.
-            e.close()
-            part.unlink()
-            _fetch_http(url, part, chunk, timeout)
-            return
-        raise
+        if e.code != 416:  # 416: the leftover is no prefix the server knows
+            raise
+        e.close()
+        return False
     with response:
-        status = response.status
-        if status == 206 and not response.headers.get("Content-Range", "").startswith(
-            f"bytes {offset}-"
-        ):
-            # A partial answer for some other range: discard it and start over.
-            part.unlink(missing_ok=True)
-            response.close()
-            _fetch_http(url, part, chunk, timeout)
-            return
-        resumed = bool(offset) and status == 206
-        if resumed:
-            _log(f"{part.name}: resuming at {offset / 1e6:.1f} MB")
-        elif offset:
-            _log(f"{part.name}: server did not resume (HTTP {status}); starting over")
-            offset = 0
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
-        report = _progress_printer(part.name.removesuffix(".part"), total)
+        resumed = response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            return False
+        _log(f"{part.name}: resuming at {offset / 1e6:.1f} MB" if resumed
+             else f"{part.name}: the server does not resume (HTTP {response.status}); starting over")
         with open(part, "ab" if resumed else "wb") as f:
-            done = _copy_stream(response, f, chunk, offset, report)
-    if total is not None and done != total:
-        raise DataError(
-            f"download failed for {url}: incomplete transfer ({done} of {total} bytes; "
-            f"re-run to resume)"
-        )
+            shutil.copyfileobj(response, f, 1 << 20)
+        missing = response.length  # what Content-Length announced and the connection did not bring
+    if missing:
+        raise DataError(f"download failed for {url}: incomplete transfer ({missing} bytes missing; re-run to resume)")
+    return True
 
 
-def download(
-    url: str,
-    dest: Path,
-    md5: str | None = None,
-    sha256: str | None = None,
-    chunk: int = 1 << 20,
-) -> Path:
-    """Download ``url`` to ``dest`` and verify it; return ``dest``.
+def download(url: str, dest: Path, md5: str | None = None, sha256: str | None = None) -> Path:
+    """Download ``url`` (http, https or file) to ``dest`` and verify it; return ``dest``.
 
-    The data streams into ``dest`` + ``.part``; a leftover ``.part`` from an
-    interrupted run is resumed with an HTTP ``Range`` request (appended on
-    ``206``, restarted on ``200``). ``file://`` URLs are copied (no resume).
-    If ``dest`` already exists and verifies, nothing is downloaded. On a
-    checksum mismatch the ``.part`` is deleted and :class:`DataError` raised;
-    on a network error the ``.part`` is kept so that a re-run resumes.
+    torchvision's ``download_url`` does the http(s) transfer (redirects, progress bar) into
+    ``dest`` + ``.part``; ours around it is what it lacks. file:// URLs (a mirror on a shared
+    disk) are copied. A leftover ``.part`` of an interrupted run is resumed (:func:`_resume`).
+    sha256 besides md5. A checksum mismatch deletes the file and names both digests, where
+    torchvision keeps it and says "File not found or corrupted.". Every failure is one
+    :class:`DataError` line naming the URL; after a network error the ``.part`` stays for the
+    next run. A ``dest`` that exists and verifies is not downloaded again.
     """
+    from torchvision.datasets.utils import download_url
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
@@ -226,123 +139,73 @@ def download(
             return dest
         _log(f"{dest}: existing file fails checksum ({problem}); downloading again")
         dest.unlink()
-    part = dest.with_suffix(dest.suffix + ".part")
-    scheme = urllib.parse.urlparse(url).scheme.lower()
+    part = dest.with_name(dest.name + ".part")
     _log(f"downloading {url} -> {dest}")
     try:
-        if scheme == "file":
-            _fetch_file_url(url, part, chunk)
-        elif scheme in ("http", "https"):
-            _fetch_http(url, part, chunk)
-        else:
-            raise DataError(f"unsupported URL scheme {scheme!r} in {url}")
+        if url.lower().startswith("file:"):  # a mirror on a shared disk; torchvision's download_url reads http(s)
+            shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), part)
+        elif not (part.exists() and _resume(url, part)):
+            part.unlink(missing_ok=True)
+            download_url(url, str(part.parent), part.name)  # no md5: ours below names the digests
     except urllib.error.HTTPError as e:
         raise DataError(f"download failed for {url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise DataError(f"download failed for {url}: {e.reason}") from None
-    except (OSError, http.client.HTTPException) as e:
-        reason = str(e) or type(e).__name__
-        raise DataError(f"download failed for {url}: {reason}") from None
+    except (OSError, http.client.HTTPException, RecursionError) as e:
+        raise DataError(f"download failed for {url}: {str(e) or type(e).__name__}") from None
     problem = _checksum_problem(part, md5, sha256)
     if problem is not None:
         part.unlink(missing_ok=True)
-        raise DataError(
-            f"checksum mismatch for {dest.name}: {problem} "
-            f"(file removed; re-run to download again)"
-        )
+        raise DataError(f"checksum mismatch for {dest.name}: {problem} (file removed; re-run to download again)")
     os.replace(part, dest)
     return dest
 
 
-# ---------------------------------------------------------------------------
-# Archives
-# ---------------------------------------------------------------------------
-
-_CORRUPT_ERRORS = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    EOFError,
-    zlib.error,
-    gzip.BadGzipFile,
-    lzma.LZMAError,
-)
-
-
-def _unsafe_member(name: str) -> bool:
-    """True for archive member names that could escape the target folder."""
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return True
-    return ".." in name.replace("\\", "/").split("/")
-
-
-def _extract_tar(archive: Path, into: Path) -> None:
-    """Extract a (possibly compressed) tar after checking every member."""
-    with tarfile.open(archive, "r:*") as tar:
-        members = tar.getmembers()
-        for m in members:
-            if _unsafe_member(m.name):
-                raise DataError(
-                    f"unsafe archive {archive.name}: member {m.name!r} escapes the target"
-                )
-            if m.islnk() or m.issym():
-                if _unsafe_member(m.linkname):
-                    raise DataError(
-                        f"unsafe archive {archive.name}: link {m.name!r} -> {m.linkname!r}"
-                    )
-            elif not (m.isfile() or m.isdir()):
-                raise DataError(f"unsafe archive {archive.name}: special file {m.name!r}")
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(into, members=members, filter="data")
-        else:  # pragma: no cover - Python without extraction filters
-            tar.extractall(into, members=members)
-
-
-def _extract_zip(archive: Path, into: Path) -> None:
-    """Extract a zip file after checking every member name."""
-    with zipfile.ZipFile(archive) as zf:
-        for name in zf.namelist():
-            if _unsafe_member(name):
-                raise DataError(
-                    f"unsafe archive {archive.name}: member {name!r} escapes the target"
-                )
-        zf.extractall(into)
+#: What a truncated or damaged archive raises while it is listed or extracted.
+_CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error)
 
 
 def extract_archive(archive: Path, into: Path) -> None:
-    """Extract a tar, tar.gz/bz2/xz or zip ``archive`` into the folder ``into``.
-
-    Members with absolute paths or ``..`` components are rejected. A truncated
-    or corrupt archive raises ``DataError("corrupt archive <name>: <reason>")``;
-    on any failure what was extracted is removed (the whole of ``into`` if this
-    call created it).
+    """Extract a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) or .zip ``archive`` into ``into``
+    with torchvision's ``extract_archive``, adding what it lacks: tar members that would land
+    outside ``into`` (absolute, ``..``, links out, devices) are refused before anything is written
+    (torchvision extracts tars unfiltered before Python 3.14; ``zipfile`` already sanitises zip
+    names); a corrupt archive is ``DataError("corrupt archive <name>: <reason>")``; and on any
+    failure what was extracted is removed (the whole of ``into`` if this call created it).
     """
+    from torchvision.datasets.utils import extract_archive as torchvision_extract
+
     archive, into = Path(archive), Path(into)
     if not archive.is_file():
         raise DataError(f"archive not found: {archive}")
     created = not into.exists()
-    before = set() if created else {p.name for p in into.iterdir()}
+    before = set() if created else set(into.iterdir())
     into.mkdir(parents=True, exist_ok=True)
-    is_zip = archive.suffix.lower() == ".zip" or (
-        not archive.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
-        and zipfile.is_zipfile(archive)
-    )
     _log(f"extracting {archive.name} -> {into}")
     try:
-        (_extract_zip if is_zip else _extract_tar)(archive, into)
+        if archive.suffix.lower() != ".zip":
+            if not hasattr(tarfile, "data_filter"):
+                raise DataError(f"cannot check {archive.name} for unsafe members: Python 3.11.4 or later is needed")
+            with tarfile.open(archive) as tar:
+                for member in tar:  # the stdlib's "data" filter judges; it writes nothing here
+                    safe = tarfile.data_filter(member, str(into))  # raises tarfile.FilterError
+                    if (safe.name, safe.linkname) != (member.name, member.linkname):  # it strips a leading /
+                        raise tarfile.AbsolutePathError(member)
+        torchvision_extract(str(archive), str(into))
     except BaseException as e:
         if created:
             shutil.rmtree(into, ignore_errors=True)
         else:
-            for p in into.iterdir():
-                if p.name in before:
-                    continue
+            for p in set(into.iterdir()) - before:
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
                     p.unlink(missing_ok=True)
+        if isinstance(e, tarfile.FilterError):
+            raise DataError(f"unsafe archive {archive.name}: {e}") from None
         if isinstance(e, _CORRUPT_ERRORS):
             raise DataError(f"corrupt archive {archive.name}: {e}") from None
-        if isinstance(e, OSError):
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, DataError):  # RuntimeError: unknown suffix
             raise DataError(f"could not extract {archive.name}: {e}") from None
         raise
 
@@ -353,7 +216,8 @@ def extract_archive(archive: Path, into: Path) -> None:
 
 
 def _check_arrays(name: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """Validate converted arrays against the registry before writing them."""
+    """Validate converted arrays against the registry before writing them (our format's
+    contract; torchvision's classes hold whatever the files held)."""
     info = DATASETS[name]
     if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != info.image_shape:
         raise DataError(
@@ -377,7 +241,9 @@ def _write_npz_dataset(
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     source: Any,
 ) -> Path:
-    """Write ``train.npz``, ``test.npz`` and finally ``meta.json``; return its path.
+    """Write ``train.npz``, ``test.npz`` and finally ``meta.json``; return its path. Our on-disk
+    format: one loader and sha256-checked files for every dataset, where torchvision keeps each
+    dataset's own files and re-parses them on every load.
 
     If anything fails, the ``.npz`` files written by this call are removed.
     """
@@ -391,7 +257,8 @@ def _write_npz_dataset(
             labels = np.ascontiguousarray(labels, dtype=np.int64)
             _check_arrays(name, split, images, labels)
             path = out_dir / f"{split}.npz"
-            _atomic_save_npz(path, images, labels)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, images=images, labels=labels)
             written.append(path)
             files[path.name] = file_digest(path, "sha256")
             _log(f"{name}: wrote {path} ({images.shape[0]} images)")
@@ -406,7 +273,7 @@ def _write_npz_dataset(
             "source": source,
         }
         meta_path = out_dir / "meta.json"
-        _atomic_write_json(meta_path, meta)
+        write_json(meta_path, meta)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -422,7 +289,8 @@ def _write_npz_dataset(
 def _resolve_remote(
     override: dict | None, default_url: str, default_md5: str, what: str
 ) -> dict[str, str]:
-    """Merge a mirror override ``{"url", "md5"[, "sha256"]}`` with the defaults."""
+    """Merge a mirror override ``{"url", "md5"[, "sha256"]}`` from the config with torchvision's
+    URL and md5 (its dataset classes take no mirror argument)."""
     if override is None:
         return {"url": default_url, "md5": default_md5}
     if not isinstance(override, dict):
@@ -441,12 +309,13 @@ def _resolve_remote(
 
 
 def _fetch(remote: dict[str, str], dest: Path) -> Path:
-    """Download a resolved remote (see :func:`_resolve_remote`) to ``dest``."""
+    """Download a resolved remote (see :func:`_resolve_remote`) to ``dest`` with :func:`download`."""
     return download(remote["url"], dest, md5=remote.get("md5"), sha256=remote.get("sha256"))
 
 
 def _prepare_digits(out_dir: Path, source: dict | None) -> Path:
-    """sklearn's bundled 8x8 digits, stratified 1,297/500 train/test split."""
+    """sklearn's bundled 8x8 digits, stratified 1,297/500 train/test split (the offline
+    stand-in for CIFAR-10; not a torchvision dataset)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -464,48 +333,10 @@ def _prepare_digits(out_dir: Path, source: dict | None) -> Path:
     return _write_npz_dataset(out_dir, "digits", splits, "sklearn.datasets.load_digits")
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds numpy arrays (enough for the CIFAR batches)."""
-
-    _ALLOWED = {
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("numpy.core"):
-            module = "numpy._core" + module[len("numpy.core") :]
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 python batch into (N x 3 x 32 x 32 uint8, N int64)."""
-    try:
-        with open(path, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="latin1").load()
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch["labels"], dtype=np.int64)
-    except FileNotFoundError:
-        raise DataError(f"CIFAR-10 archive lacks {path.parent.name}/{path.name}") from None
-    except (
-        pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError
-    ) as e:
-        raise DataError(f"unreadable CIFAR-10 batch {path.name}: {e}") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-        raise DataError(
-            f"unreadable CIFAR-10 batch {path.name}: data {data.shape}, labels {labels.shape}"
-        )
-    # Each row holds the R, G and B planes of a 32x32 image, row-major.
-    return data.reshape(-1, 3, 32, 32), labels
-
-
 def _prepare_cifar10(out_dir: Path, source: dict | None) -> Path:
-    """Download the CIFAR-10 python archive, extract it, and convert the pickles."""
+    """CIFAR-10: our download of the (mirrored) archive, torchvision's extraction, and
+    torchvision's ``CIFAR10``, which md5-checks each batch (so only CIFAR-10's own pickles are
+    ever unpickled) and parses it; ours is the conversion to N x C x H x W and our format."""
     from torchvision.datasets import CIFAR10
 
     remote = _resolve_remote(source, CIFAR10.url, CIFAR10.tgz_md5, "cifar10")
@@ -514,67 +345,53 @@ def _prepare_cifar10(out_dir: Path, source: dict | None) -> Path:
     try:
         try:
             extract_archive(archive, tmp)
-        except DataError as e:
-            if str(e).startswith("corrupt archive"):
-                archive.unlink(missing_ok=True)
-                raise DataError(f"{e} (archive removed; re-run to download again)") from None
-            raise
-        base = tmp / CIFAR10.base_folder
-        batches = [_read_cifar_batch(base / f"data_batch_{i}") for i in range(1, 6)]
-        train = (np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]))
-        splits = {"train": train, "test": _read_cifar_batch(base / "test_batch")}
+            parsed = {split: CIFAR10(str(tmp), train=split == "train") for split in SPLITS}
+        except (DataError, RuntimeError) as e:
+            archive.unlink(missing_ok=True)
+            if not isinstance(e, DataError):  # torchvision: a batch is missing or not CIFAR-10's
+                e = DataError(f"{archive.name} from {remote['url']} does not hold CIFAR-10's batches "
+                              f"(torchvision: {str(e).split('.')[0]})")
+            raise DataError(f"{e} (archive removed; re-run to download again)") from None
+        # torchvision holds N x H x W x C (for PIL); our format is N x C x H x W
+        splits = {split: (ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)) for split, ds in parsed.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _write_npz_dataset(out_dir, "cifar10", splits, remote)
 
 
-def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read an SVHN ``*_32x32.mat`` into (N x 3 x 32 x 32 uint8, N int64), label 10 -> 0."""
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
-
-    try:
-        mat = loadmat(path)
-        x, y = mat["X"], mat["y"]
-    except (
-        MatReadError, KeyError, ValueError, TypeError, OSError, EOFError, NotImplementedError
-    ) as e:
-        path.unlink(missing_ok=True)
-        raise DataError(
-            f"corrupt file {path.name}: {e} (file removed; re-run to download again)"
-        ) from None
-    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
-        raise DataError(f"unexpected SVHN layout in {path.name}: X {x.shape}, y {y.shape}")
-    images = np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(3, 2, 0, 1))
-    labels = np.asarray(y, dtype=np.int64).reshape(-1)
-    labels[labels == 10] = 0
-    return images, labels
-
-
 def _prepare_svhn(out_dir: Path, source: dict | None) -> Path:
-    """Download SVHN's train/test ``.mat`` files and convert them."""
+    """SVHN: our download of each (mirrored) ``.mat``, then torchvision's ``SVHN`` md5-checks and
+    parses it (N x C x H x W, label 10 -> 0). The mirror is a subclass whose ``split_list`` holds
+    the configured URL and md5; ours is that, the resumable download and our format."""
+    from scipy.io.matlab import MatReadError
     from torchvision.datasets import SVHN
 
     if source is not None and not isinstance(source, dict):
-        raise DataError(
-            f"svhn: source must be a mapping with 'train'/'test' entries, got {source!r}"
-        )
+        raise DataError(f"svhn: source must be a mapping with 'train'/'test' entries, got {source!r}")
     source = source or {}
     unknown = set(source) - set(SPLITS)
     if unknown:
         raise DataError(f"svhn: unknown source keys {sorted(unknown)} (allowed: train, test)")
-    remotes: dict[str, dict[str, str]] = {}
+    remotes = {split: _resolve_remote(source.get(split), SVHN.split_list[split][0], SVHN.split_list[split][2],
+                                      f"svhn {split}") for split in SPLITS}
+    mirrored = type("MirroredSVHN", (SVHN,), {"split_list": {
+        split: [r["url"], SVHN.split_list[split][1], r.get("md5")] for split, r in remotes.items()}})
+    root = out_dir / "downloads"
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in SPLITS:
-        url, filename, md5 = SVHN.split_list[split]
-        remotes[split] = _resolve_remote(source.get(split), url, md5, f"svhn {split}")
-        path = _fetch(remotes[split], out_dir / "downloads" / filename)
-        splits[split] = _read_svhn_mat(path)
+        path = _fetch(remotes[split], root / SVHN.split_list[split][1])
+        try:
+            ds = mirrored(str(root), split=split)
+        except (MatReadError, KeyError, ValueError, TypeError, OSError, EOFError, NotImplementedError) as e:
+            path.unlink(missing_ok=True)
+            raise DataError(f"corrupt file {path.name}: {e} (file removed; re-run to download again)") from None
+        splits[split] = (ds.data, ds.labels)
     return _write_npz_dataset(out_dir, "svhn", splits, remotes)
 
 
 def _imagenet_missing(root: str) -> DataError:
-    """The error raised when no usable ImageNet folder is configured."""
+    """The error raised when no usable ImageNet folder is configured (torchvision has no
+    ImageNet download: ILSVRC2012 needs the user's own licence)."""
     return DataError(
         f"ImageNet folder not found: '{root}'. Download ILSVRC2012 yourself and set "
         "datasets.imagenet.root in the config (or IMAGENET_DIR) to a folder holding "
@@ -583,7 +400,8 @@ def _imagenet_missing(root: str) -> DataError:
 
 
 def _imagenet_root(source: dict | None) -> Path:
-    """The configured ImageNet root (``source["root"]`` or ``$IMAGENET_DIR``), checked."""
+    """The configured ImageNet root (``source["root"]`` or ``$IMAGENET_DIR``), checked: the
+    config key is ours, torchvision's ``ImageFolder`` takes a path."""
     if source is not None and not isinstance(source, dict):
         raise DataError(f"imagenet: source must be a mapping with 'root', got {source!r}")
     root = (source or {}).get("root") or os.environ.get("IMAGENET_DIR") or ""
@@ -593,51 +411,30 @@ def _imagenet_root(source: dict | None) -> Path:
     return path.resolve()
 
 
-def _class_folders(split_dir: Path) -> list[str]:
-    """Sorted class sub-folder names, as torchvision's ImageFolder finds them."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
-
-
-def _count_images(split_dir: Path, classes: list[str]) -> int:
-    """Count image files (by extension, not opened) below each class folder."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    total = 0
-    for i, cls in enumerate(classes):
-        n = 0
-        for _, _, names in os.walk(split_dir / cls, followlinks=True):
-            n += sum(1 for f in names if f.lower().endswith(IMG_EXTENSIONS))
-        if n == 0:
-            raise DataError(f"ImageNet class folder has no images: {split_dir / cls}")
-        total += n
-        if len(classes) >= 100 and (i + 1) % (len(classes) // 10) == 0:
-            _log(f"counting {split_dir}: {i + 1}/{len(classes)} classes, {total} images")
-    return total
-
-
 def _prepare_imagenet(out_dir: Path, source: dict | None) -> Path:
-    """Validate a user-supplied ImageFolder tree and record it in meta.json."""
+    """Check a user-supplied ImageFolder tree and record it in meta.json. torchvision finds the
+    classes and images (``find_classes``, ``make_dataset``, as ``ImageFolder`` will); ours is
+    that train/ and val/ name the same classes, one error line naming the folder, and the record."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
     root = _imagenet_root(source)
-    train_classes = _class_folders(root / "train")
-    val_classes = _class_folders(root / "val")
-    if train_classes != val_classes:
-        only_train = sorted(set(train_classes) - set(val_classes))
-        only_val = sorted(set(val_classes) - set(train_classes))
-        raise DataError(
-            f"ImageNet train/ and val/ class folders differ under '{root}': "
-            f"{len(only_train)} only in train/ {only_train[:3]}, "
-            f"{len(only_val)} only in val/ {only_val[:3]}"
-        )
-    if not train_classes:
-        raise DataError(f"ImageNet folder '{root}' has no class sub-folders in train/")
-    expected = DATASETS["imagenet"].num_classes
-    if len(train_classes) != expected:
-        _log(
-            f"warning: ImageNet folder '{root}' has {len(train_classes)} classes, "
-            f"expected {expected}"
-        )
-    n_train = _count_images(root / "train", train_classes)
-    n_test = _count_images(root / "val", val_classes)
+    try:
+        train_classes, _ = find_classes(root / "train")
+        val_classes, _ = find_classes(root / "val")
+        if train_classes != val_classes:
+            only_train = sorted(set(train_classes) - set(val_classes))
+            only_val = sorted(set(val_classes) - set(train_classes))
+            raise DataError(
+                f"ImageNet train/ and val/ class folders differ under '{root}': "
+                f"{len(only_train)} only in train/ {only_train[:3]}, {len(only_val)} only in val/ {only_val[:3]}"
+            )
+        expected = DATASETS["imagenet"].num_classes
+        if len(train_classes) != expected:
+            _log(f"warning: ImageNet folder '{root}' has {len(train_classes)} classes, expected {expected}")
+        _log(f"imagenet: counting the images under {root} (file names only)")
+        n_train, n_test = (len(make_dataset(str(root / s), extensions=IMG_EXTENSIONS)) for s in ("train", "val"))
+    except FileNotFoundError as e:  # torchvision: no class folder, or a class folder without images
+        raise DataError(f"ImageNet folder '{root}': {e}".strip()) from None
     _log(f"imagenet: {len(train_classes)} classes, {n_train} train and {n_test} val images")
     meta = {
         "name": "imagenet",
@@ -651,7 +448,7 @@ def _prepare_imagenet(out_dir: Path, source: dict | None) -> Path:
         "source": str(root),
     }
     meta_path = out_dir / "meta.json"
-    _atomic_write_json(meta_path, meta)
+    write_json(meta_path, meta)
     return meta_path
 
 
@@ -669,7 +466,7 @@ _PREPARERS: dict[str, Callable[[Path, dict | None], Path]] = {
 
 
 def _read_meta(meta_path: Path) -> dict:
-    """Parse meta.json or raise :class:`DataError`."""
+    """Parse meta.json (our format's marker) or raise :class:`DataError`."""
     try:
         meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -684,7 +481,8 @@ def _read_meta(meta_path: Path) -> dict:
 
 
 def _existing_problem(meta_path: Path, name: str, source: dict | None) -> str | None:
-    """Why an existing meta.json cannot be reused (``None`` if it can)."""
+    """Why an existing meta.json cannot be reused (``None`` if it can): our format's files
+    against their recorded sha256, or the ImageNet root against the config's."""
     try:
         meta = _read_meta(meta_path)
     except DataError as e:
@@ -718,7 +516,8 @@ def prepare_dataset(name: str, data_dir: str | Path, source: dict | None = None)
     ``source`` overrides download locations/checksums: cifar10
     ``{"url", "md5"}``; svhn ``{"train": {"url", "md5"}, "test": {...}}``;
     imagenet ``{"root": path}`` (else ``$IMAGENET_DIR``). Downloads are kept
-    in ``{data_dir}/{name}/downloads/``.
+    in ``{data_dir}/{name}/downloads/``. Ours: the data rule's one entry point over the four
+    datasets (torchvision has one class per dataset, each with its own arguments).
     """
     dataset_info(name)
     out_dir = Path(data_dir) / name
@@ -737,7 +536,8 @@ def prepare_dataset(name: str, data_dir: str | Path, source: dict | None = None)
 class TensorImageDataset(Dataset):
     """In-memory image dataset: uint8 N x C x H x W images and int64 labels.
 
-    ``dataset[i]`` is ``(float32 C x H x W in [0, 1], int label)``.
+    ``dataset[i]`` is ``(float32 C x H x W in [0, 1], int label)``. Ours because it holds our
+    format as tensors (torchvision's datasets convert each image to PIL and back).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
@@ -759,7 +559,8 @@ class TensorImageDataset(Dataset):
 
 
 def _imagefolder_split(meta: dict, split: str) -> Dataset:
-    """torchvision ImageFolder over ``root/train`` or ``root/val`` (pixels in [0, 1])."""
+    """torchvision ImageFolder over ``root/train`` or ``root/val`` (pixels in [0, 1]); ours is the
+    choice of the standard crops and the error when the recorded folder has gone."""
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
@@ -782,7 +583,7 @@ def load_split(meta_path: str | Path, split: str) -> Dataset:
     npz datasets give a :class:`TensorImageDataset` (the file's sha256 is
     checked against meta.json first); ImageNet gives a torchvision
     ``ImageFolder`` (``"test"`` is the ``val/`` folder) with standard
-    augmentation/cropping and no normalisation.
+    augmentation/cropping and no normalisation. Ours: it reads our format.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected 'train' or 'test'")
@@ -820,6 +621,7 @@ def heldout_split(n_train: int, heldout: int) -> tuple[list[int], list[int]]:
     SVHN (torchvision's order) the last images are a mix of all classes; an ImageNet folder is
     sorted by class, so there the last images are the last classes' (SWEEN has no ImageNet).
     """
+    # torchvision has no held-out split; random_split would not be SWEEN's "last images"
     if not 0 <= heldout < n_train:
         raise DataError(f"cannot hold out {heldout} of {n_train} training images")
     return list(range(n_train - heldout)), list(range(n_train - heldout, n_train))

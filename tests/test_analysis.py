@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import subprocess
 
 import pandas as pd
 import pytest
@@ -22,6 +20,7 @@ from rslib.analysis import (
     write_summary,
 )
 from rslib.certify import COLUMNS, HEADER
+from latex_helpers import check_tex_artefact, require_pdflatex
 
 # A hand-written certification TSV (Cohen et al.'s layout). Six images:
 #   0: correct, r = 0.5          3: WRONG prediction with r = 2.0 (must not count)
@@ -118,7 +117,9 @@ def test_latex_table_structure_escaping_and_bold():
     rows = [["adv_macer & co", "0.25", "50%"], ["gaussian", "0.50", "7"]]
     text = latex_table(header, rows, caption="best_in & 5%", bold={(0, 2), (1, 0)})
     lines = text.splitlines()
-    assert lines[0].startswith(r"\documentclass") and r"\usepackage{booktabs}" in lines
+    assert r"\documentclass[varwidth=\maxdimen]{standalone}" in lines and r"\usepackage{booktabs}" in lines
+    # the preamble only when compiled alone: skipped when \input into a document body
+    assert lines.index(r"\begin{document}") < lines.index(r"\fi") < lines.index(r"\begin{tabular}{lll}")
     assert r"\begin{tabular}{lll}" in lines  # default alignment: one l per column
     i_top, i_mid, i_bot = lines.index(r"\toprule"), lines.index(r"\midrule"), lines.index(r"\bottomrule")
     assert i_top < i_mid < i_bot
@@ -128,13 +129,14 @@ def test_latex_table_structure_escaping_and_bold():
         r"adv\_macer \& co & 0.25 & \textbf{50\%} \\",
         r"\textbf{gaussian} & 0.50 & 7 \\",
     ]
-    assert r"% best\_in \& 5\%" in lines  # caption as an escaped comment
+    assert lines[0] == r"% best\_in \& 5\%"  # caption as an escaped comment
     # no unescaped special characters anywhere in the table body
     for line in [lines[i_top + 1], *body]:
         assert not re.search(r"(?<!\\)[_%]", line)
         assert len(re.findall(r"(?<!\\)&", line)) == 2  # only the column separators
     assert text.count(r"\textbf") == 2
-    assert lines[-1] == r"\end{document}"
+    assert lines[-1] == r"\csname rstableend\endcsname"  # \end{document} only when compiled alone
+    assert text.isascii()
 
 
 def test_latex_table_custom_alignment():
@@ -149,16 +151,25 @@ def test_best_in_columns_marks_all_ties():
     assert best_in_columns(values, []) == set()
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_latex_table_compiles(tmp_path):
-    text = latex_table(["Method", "σ", "Acc_%"], [["a_b & c", "0.25", "50%"]], caption="x_y", bold={(0, 0)})
-    (tmp_path / "t.tex").write_text(text)
-    result = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert (tmp_path / "t.pdf").read_bytes().startswith(b"%PDF")
+def test_latex_escape_gives_ascii_for_pdflatex():
+    """No raw Unicode reaches a .tex file: pdflatex's OT1 defaults have no glyphs for it."""
+    assert latex_escape("ε=0.5, α, ω; Φ") == r"$\epsilon$=0.5, $\alpha$, $\omega$; $\Phi$"
+    assert latex_escape("ours − paper ± 1") == "ours $-$ paper $\\pm$ 1"
+    assert latex_escape("– — …") == r"-- --- \ldots{}"
+    assert latex_escape("a † b ‡ § c") == r"a $^\dagger$ b $^\ddagger$ \S{} c"
+    assert latex_escape("r ≥ 0.5, a<b|c>d") == r"r $\geq$ 0.5, a$<$b$|$c$>$d"  # OT1 prints < | > as ¡ — ¿
+    assert latex_escape("Café™ ½ 😀") == "CafeTM 1[U+2044]2 [U+1F600]"  # never fails, never raw
+    assert latex_escape("".join(map(chr, range(0x3B1, 0x3CA)))).isascii()  # every small Greek letter
+
+
+def test_latex_table_compiles_alone_and_input_into_a_booktabs_document(tmp_path):
+    require_pdflatex()
+    text = latex_table(["Method", "σ", "Acc_%", "Ours − paper"],
+                       [["a_b & c", "0.25", "50%", "–"], ["EsbRS×3 ‡", "ε", "1±2", "x<y|z>w … é"]],
+                       caption="x_y σ − † §", bold={(0, 0), (1, 1)})
+    (tmp_path / "t_1.tex").write_text(text)
+    check_tex_artefact(tmp_path / "t_1.tex", tmp_path / "latex")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latex", "t_1.tex"]  # pdflatex wrote elsewhere
 
 
 # --- write_summary --------------------------------------------------------------------------------

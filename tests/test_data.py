@@ -1,7 +1,8 @@
 """Tests for rslib.data: real code paths against fabricated, locally served data.
 
-Nothing here touches the internet: archives are built in memory and served by
-a tiny HTTP server on 127.0.0.1 (with Range support) or via file:// URLs.
+Nothing here touches the internet: archives are built in memory, in the layout torchvision's
+CIFAR10 and SVHN read, and served by a tiny HTTP server on 127.0.0.1 (with Range support) or
+via file:// URLs.
 """
 
 from __future__ import annotations
@@ -125,26 +126,43 @@ def _cifar_batch(rng: np.random.Generator, n: int) -> dict:
     }
 
 
-def make_cifar_archive() -> tuple[bytes, list[dict], dict]:
-    """A small cifar-10-python.tar.gz with the real pickle layout."""
+def make_cifar_archive() -> tuple[bytes, list[dict], dict, dict[str, str]]:
+    """A small cifar-10-python.tar.gz with the real layout (pickled batches and batches.meta in
+    cifar-10-batches-py/); also returns each member's md5."""
     rng = np.random.default_rng(123)
     train = [_cifar_batch(rng, CIFAR_TRAIN_PER_BATCH) for _ in range(5)]
     test = _cifar_batch(rng, CIFAR_TEST)
+    members = [(f"data_batch_{i + 1}", b) for i, b in enumerate(train)]
+    members += [("test_batch", test), ("batches.meta", {"label_names": [f"class{k}" for k in range(10)]})]
+    checksums = {}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        members = [(f"data_batch_{i + 1}", b) for i, b in enumerate(train)]
-        members.append(("test_batch", test))
         for name, batch in members:
             payload = pickle.dumps(batch, protocol=2)
+            checksums[name] = md5(payload)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue(), train, test
+    return buf.getvalue(), train, test, checksums
 
 
 @pytest.fixture(scope="module")
-def cifar_archive() -> tuple[bytes, list[dict], dict]:
+def unpatched_cifar_archive() -> tuple[bytes, list[dict], dict, dict[str, str]]:
+    """The fabricated archive; torchvision's CIFAR10 refuses its batches (not the real dataset's)."""
     return make_cifar_archive()
+
+
+@pytest.fixture
+def cifar_archive(unpatched_cifar_archive, monkeypatch: pytest.MonkeyPatch):
+    """The fabricated archive, with torchvision's CIFAR10 told the md5 of its batches (it checks
+    each batch against the real dataset's): the fabricated batches stand in for the real ones."""
+    from torchvision.datasets import CIFAR10
+
+    checksums = unpatched_cifar_archive[3]
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", checksums[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", checksums["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": checksums["batches.meta"]})
+    return unpatched_cifar_archive
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -155,7 +173,7 @@ def _leftovers(folder: Path) -> list[str]:
         str(p.relative_to(folder))
         for p in folder.rglob("*")
         if p.name == "meta.json"
-        or p.suffix in (".npz", ".part", ".gz", ".tmp")
+        or p.suffix in (".npz", ".part", ".gz", ".tmp", ".mat")
         or p.name.startswith(".extract-")
     )
 
@@ -294,7 +312,7 @@ def test_modified_npz_is_detected_and_reprepared(tmp_path: Path) -> None:
 
 
 def test_cifar10_end_to_end(server: FileServer, cifar_archive, tmp_path: Path) -> None:
-    blob, train, test = cifar_archive
+    blob, train, test, _ = cifar_archive
     server.files["/mirror/cifar.tgz"] = blob
     source = {"url": server.url("/mirror/cifar.tgz"), "md5": md5(blob)}
     meta_path = prepare_dataset("cifar10", tmp_path, source=source)
@@ -320,11 +338,12 @@ def test_cifar10_end_to_end(server: FileServer, cifar_archive, tmp_path: Path) -
 
     # Re-preparing: meta present -> no request; meta gone -> archive reused, no request.
     n_requests = len(server.requests)
+    assert {path for path, _ in server.requests} == {"/mirror/cifar.tgz"}  # the mirror, not Toronto
     assert prepare_dataset("cifar10", tmp_path, source=source) == meta_path
     (meta_path).unlink()
     (folder / "train.npz").unlink()
     assert prepare_dataset("cifar10", tmp_path, source=source) == meta_path
-    assert len(server.requests) == n_requests == 1
+    assert len(server.requests) == n_requests
     assert len(load_split(meta_path, "train")) == 15
 
 
@@ -374,6 +393,22 @@ def test_cifar10_resumes_partial_download(
     assert len(load_split(meta_path, "test")) == CIFAR_TEST
 
 
+def test_cifar10_archive_without_cifar10s_batches(
+    server: FileServer, unpatched_cifar_archive, tmp_path: Path
+) -> None:
+    """An archive that matches its configured checksum but whose batches are not CIFAR-10's
+    (torchvision checks each against the real dataset's md5): one clear line, nothing left."""
+    blob = unpatched_cifar_archive[0]
+    server.files["/cifar.tgz"] = blob
+    source = {"url": server.url("/cifar.tgz"), "md5": md5(blob)}
+    with pytest.raises(DataError) as e:
+        prepare_dataset("cifar10", tmp_path, source=source)
+    message = str(e.value)
+    assert message.startswith(f"cifar-10-python.tar.gz from {source['url']} does not hold CIFAR-10's batches")
+    assert message.endswith("(archive removed; re-run to download again)") and "\n" not in message
+    assert _leftovers(tmp_path) == []
+
+
 # ---------------------------------------------------------------------------
 # download() directly
 # ---------------------------------------------------------------------------
@@ -386,7 +421,7 @@ def test_download_starts_over_when_range_ignored(
     non_resuming_server.files["/f.bin"] = blob
     dest = tmp_path / "f.bin"
     (tmp_path / "f.bin.part").write_bytes(b"x" * 100)  # not a prefix of blob
-    download(non_resuming_server.url("/f.bin"), dest, md5=md5(blob), chunk=1000)
+    download(non_resuming_server.url("/f.bin"), dest, md5=md5(blob))
     assert non_resuming_server.requests == [("/f.bin", "bytes=100-")]
     assert dest.read_bytes() == blob
     assert not (tmp_path / "f.bin.part").exists()
@@ -399,8 +434,9 @@ def test_download_sha256_and_existing_file(server: FileServer, tmp_path: Path) -
     digest = hashlib.sha256(blob).hexdigest()
     assert download(server.url("/h.txt"), dest, sha256=digest) == dest
     assert dest.read_bytes() == blob
+    n_requests = len(server.requests)
     download(server.url("/h.txt"), dest, sha256=digest)
-    assert len(server.requests) == 1  # existing verified file: no second request
+    assert len(server.requests) == n_requests  # existing verified file: no new request
     with pytest.raises(DataError, match="checksum mismatch for h2.txt: expected sha256"):
         download(server.url("/h.txt"), tmp_path / "h2.txt", sha256="f" * 64)
     assert not (tmp_path / "h2.txt").exists() and not (tmp_path / "h2.txt.part").exists()
@@ -411,7 +447,7 @@ def test_download_file_url(tmp_path: Path) -> None:
     blob = b"abc" * 5000
     src.write_bytes(blob)
     dest = tmp_path / "out" / "copy.bin"
-    assert download(src.as_uri(), dest, md5=md5(blob), chunk=4096) == dest
+    assert download(src.as_uri(), dest, md5=md5(blob)) == dest
     assert dest.read_bytes() == blob
     assert not dest.with_name("copy.bin.part").exists()
     missing = (tmp_path / "nope.bin").as_uri()
@@ -441,17 +477,47 @@ def test_download_http_404(server: FileServer, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_extract_archive_rejects_unsafe_member(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name, kind, target", [
+    ("../evil.txt", tarfile.REGTYPE, ""),
+    ("/tmp/rslib-test-absolute-evil.txt", tarfile.REGTYPE, ""),
+    ("d/link", tarfile.SYMTYPE, "../../evil.txt"),
+    ("d/fifo", tarfile.FIFOTYPE, ""),
+])
+def test_extract_archive_rejects_unsafe_member(tmp_path: Path, name: str, kind: bytes, target: str) -> None:
+    """Members that would land outside the target (or are devices) are refused before anything
+    is written: torchvision extracts tars unfiltered before Python 3.14."""
     archive = tmp_path / "evil.tar"
     with tarfile.open(archive, "w") as tar:
-        info = tarfile.TarInfo("../evil.txt")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"bad"))
+        ok = tarfile.TarInfo("d/fine.txt")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"ok"))
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, target
+        info.size = 3 if kind == tarfile.REGTYPE else 0
+        tar.addfile(info, io.BytesIO(b"bad") if kind == tarfile.REGTYPE else None)
     into = tmp_path / "out"
-    with pytest.raises(DataError, match="unsafe archive evil.tar"):
+    with pytest.raises(DataError, match="unsafe archive evil.tar") as e:
         extract_archive(archive, into)
+    assert "\n" not in str(e.value)
     assert not into.exists()
-    assert not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/rslib-test-absolute-evil.txt").exists()
+
+
+def test_extract_archive_into_existing_folder_removes_only_its_own_files(tmp_path: Path) -> None:
+    archive = tmp_path / "half.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(50):
+            payload = np.random.default_rng(i).bytes(4000)  # incompressible: truncation hits a member
+            info = tarfile.TarInfo(f"m/{i}.bin")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    archive.write_bytes(archive.read_bytes()[:100_000])
+    into = tmp_path / "out"
+    into.mkdir()
+    (into / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="corrupt archive half.tar.gz"):
+        extract_archive(archive, into)
+    assert sorted(p.name for p in into.iterdir()) == ["keep.txt"]
 
 
 def test_extract_zip_and_truncated_zip(tmp_path: Path) -> None:
@@ -509,6 +575,35 @@ def test_svhn_end_to_end(server: FileServer, tmp_path: Path) -> None:
         assert ds.labels.tolist() == expected
         assert ds.labels[0] == 0 and ds.labels[1] == 3
         assert int(ds.labels.max()) <= 9
+
+
+def test_svhn_checksum_mismatch_and_corrupt_file(server: FileServer, tmp_path: Path) -> None:
+    train_blob, _, _ = _svhn_mat(3, seed=1)
+    test_blob, _, _ = _svhn_mat(2, seed=2)
+    server.files["/train_32x32.mat"] = train_blob
+    server.files["/test_32x32.mat"] = test_blob
+    test_source = {"url": server.url("/test_32x32.mat"), "md5": md5(test_blob)}
+    wrong = {"train": {"url": server.url("/train_32x32.mat"), "md5": "0" * 32}, "test": test_source}
+    with pytest.raises(DataError, match=f"checksum mismatch for train_32x32.mat: expected md5 {'0' * 32}, "
+                                        f"got {md5(train_blob)}"):
+        prepare_dataset("svhn", tmp_path, source=wrong)
+    assert _leftovers(tmp_path) == []
+    garbage = b"not a MATLAB file" * 10
+    server.files["/garbage.mat"] = garbage
+    corrupt = {"train": {"url": server.url("/garbage.mat"), "md5": md5(garbage)}, "test": test_source}
+    with pytest.raises(DataError) as e:
+        prepare_dataset("svhn", tmp_path, source=corrupt)
+    assert str(e.value).startswith("corrupt file train_32x32.mat: ") and "\n" not in str(e.value)
+    assert str(e.value).endswith("(file removed; re-run to download again)")
+    assert _leftovers(tmp_path) == []
+
+
+def test_svhn_source_must_name_splits(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"svhn: unknown source keys \['extra'\] \(allowed: train, test\)"):
+        prepare_dataset("svhn", tmp_path, source={"extra": {}})
+    with pytest.raises(DataError, match=r"svhn train: unknown source keys \['sha1'\]"):
+        prepare_dataset("svhn", tmp_path, source={"train": {"sha1": "x"}})
+    assert _leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------
@@ -571,6 +666,21 @@ def test_imagenet_class_mismatch(tmp_path: Path) -> None:
     root = _image_tree(tmp_path / "ilsvrc", {"train": ("a", "b"), "val": ("a", "c")})
     with pytest.raises(DataError, match="class folders differ"):
         prepare_dataset("imagenet", tmp_path / "data", source={"root": str(root)})
+    assert not (tmp_path / "data" / "imagenet" / "meta.json").exists()
+
+
+def test_imagenet_class_folder_without_images(tmp_path: Path) -> None:
+    root = _image_tree(tmp_path / "ilsvrc", {"train": ("a", "b"), "val": ("a", "b")})
+    for image in (root / "val" / "b").glob("*.png"):
+        image.unlink()
+    with pytest.raises(DataError) as e:
+        prepare_dataset("imagenet", tmp_path / "data", source={"root": str(root)})
+    assert str(e.value).startswith(f"ImageNet folder '{root.resolve()}': Found no valid file for the classes b.")
+    assert "\n" not in str(e.value)
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "val").mkdir()
+    with pytest.raises(DataError, match="Couldn't find any class folder"):
+        prepare_dataset("imagenet", tmp_path / "data", source={"root": str(tmp_path / "empty")})
     assert not (tmp_path / "data" / "imagenet" / "meta.json").exists()
 
 

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from rslib.analysis import average_certified_radius, read_certificates
+from latex_helpers import check_tex_artefact, require_pdflatex
 from test_released import ForeignCenter, ForeignCifarResNet, cohen_file, randomise
 from workflow_helpers import job_counts, snakemake
 
@@ -88,6 +89,17 @@ def released_run(tmp_path_factory):
     result = snakemake(workdir, "--cores", "2", *TARGETS, config=config)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, log, dry, result
+
+
+def test_tables_with_origin_marks_compile(released_run, tmp_path):
+    """The origin marks (‡ released checkpoint, § published log) and their notes reach LaTeX as
+    ASCII, and each .tex of this run compiles alone and \\input into a booktabs-only document."""
+    require_pdflatex()
+    written = sorted((released_run[0] / "results").glob("*.tex"))
+    assert {"table1.tex", "table2.tex", "table5.tex", "comparison.tex"} <= {p.name for p in written}
+    assert r"$^\ddagger$" in (released_run[0] / "results/table1.tex").read_text()
+    for i, path in enumerate(written):
+        check_tex_artefact(path, tmp_path / str(i))
 
 
 def test_imported_slots_have_no_training_job(released_run):
