@@ -21,6 +21,7 @@ import torch
 
 from .errors import CertificateError, force_rebuild
 from .io import atomic_path
+from .progress import progress
 from .smoothing import Smooth
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -65,8 +66,7 @@ def certify_images(
             elapsed = time.perf_counter() - t0
             out.write(certificate_row(i, label, prediction, radius, elapsed))
             if (k + 1) % max(1, len(indices) // 10) == 0 or k + 1 == len(indices):
-                rate = (k + 1) / (time.perf_counter() - started)
-                log(f"certified {k + 1}/{len(indices)} images ({rate:.2f} img/s)")
+                log(f"certified {progress(k + 1, len(indices), started, 'images')}")
 
 
 def run_certification(

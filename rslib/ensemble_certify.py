@@ -20,6 +20,7 @@ from torch import nn
 from .certify import HEADER, certificate_row
 from .ensembles import EnsembleClassifier, PointWeights, certify_ensemble, get_rule, soft_rule
 from .io import atomic_path
+from .progress import progress
 from .schemes import Scheme
 from .smoothing import Smooth
 from .weights import coefficients_from_probabilities, pseudo_model_probabilities, solve_weights
@@ -153,7 +154,7 @@ def certify_scheme_direct(
             out.write(certificate_row(i, label, prediction, radius, elapsed))
             used.append([1.0 / k] * k if w is None else torch.as_tensor(w).double().tolist())
             if done % max(1, len(indices) // 10) == 0 or done == len(indices):
-                log(f"certified {done}/{len(indices)} images ({done / (time.perf_counter() - started):.2f} img/s)")
+                log(f"certified {progress(done, len(indices), started, 'images')}")
     return used
 
 

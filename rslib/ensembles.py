@@ -48,6 +48,7 @@ from torch import nn
 from .certify import HEADER, certificate_row
 from .io import atomic_path
 from .noise import NoiseStream
+from .progress import progress
 from .smoothing import certify_from_counts, noisy_batches
 from .weights import pseudo_model_probabilities
 
@@ -140,7 +141,7 @@ def compute_member_outputs(
         seconds.append(time.perf_counter() - t0)
         labels.append(int(label))
         if done % 10 == 0 or done == len(indices):
-            print(f"member outputs: {done}/{len(indices)} images, {time.perf_counter() - started:.1f}s",
+            print(f"member outputs: {progress(done, len(indices), started, 'images')}",
                   file=sys.stderr, flush=True)
     return {
         "selection_counts": torch.stack(counts["selection"]),

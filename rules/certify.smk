@@ -23,6 +23,8 @@ rule certify:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/certify/{MODEL_DIR}/shard{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/certify/{MODEL_DIR}/shard{{shard}}.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=lambda wc: 0 if "outputs" in certify_inputs(wc) else config["resources"]["certify"]["gpu"],
@@ -52,6 +54,8 @@ rule merge_certificates:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/merge_certificates/{MODEL_DIR}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/merge_certificates/{MODEL_DIR}.tsv",
     localrule: True
     script:
         "../workflow_scripts/merge_certificates.py"
@@ -71,6 +75,8 @@ rule import_certification_log:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/import_certification_log/{{dataset}}/{{method}}/sigma{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import_certification_log/{{dataset}}/{{method}}/sigma{{sigma}}.tsv",
     localrule: True
     script:
         "../workflow_scripts/import_certification_log.py"

@@ -17,6 +17,8 @@ rule measure_costs:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/measure_costs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/measure_costs.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -42,6 +44,8 @@ rule cost_estimate:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/cost_estimate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cost_estimate.tsv",
     localrule: True
     script:
         "../workflow_scripts/cost_estimate.py"

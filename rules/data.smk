@@ -12,6 +12,8 @@ rule prepare_data:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data/{{dataset}}.tsv",
     localrule: True
     resources:
         mem_mb=4000,

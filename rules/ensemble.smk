@@ -24,6 +24,8 @@ rule member_outputs:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/member_outputs/{MODEL_DIR}/shard{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/member_outputs/{MODEL_DIR}/shard{{shard}}.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -51,6 +53,8 @@ rule pseudo_outputs:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/pseudo_outputs/{MODEL_DIR}/shard{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pseudo_outputs/{MODEL_DIR}/shard{{shard}}.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -76,6 +80,8 @@ rule fit_ensemble_weights:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/fit_ensemble_weights/{ENSEMBLE_DIR}/{{fit}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_ensemble_weights/{ENSEMBLE_DIR}/{{fit}}.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -107,6 +113,8 @@ rule certify_ensemble:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/certify_ensemble/{ENSEMBLE_DIR}/{{scheme}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/certify_ensemble/{ENSEMBLE_DIR}/{{scheme}}.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=lambda wc: 0 if stored_outputs(wc.dataset) else config["resources"]["certify"]["gpu"],
@@ -135,6 +143,8 @@ rule certify_adaptive:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/certify_adaptive/{ENSEMBLE_DIR}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/certify_adaptive/{ENSEMBLE_DIR}.tsv",
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],

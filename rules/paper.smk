@@ -32,6 +32,8 @@ rule paper_table:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/paper/{{table}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/paper/{{table}}.tsv",
     localrule: True
     script:
         "../workflow_scripts/paper_table.py"
@@ -56,6 +58,8 @@ rule paper_figure:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/paper/{{figure}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/paper/{{figure}}.tsv",
     localrule: True
     script:
         "../workflow_scripts/paper_figure.py"
@@ -77,6 +81,8 @@ rule summary:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summary.tsv",
     localrule: True
     script:
         "../workflow_scripts/summary.py"
@@ -100,6 +106,8 @@ rule ensemble_summary:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/ensemble_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ensemble_summary.tsv",
     localrule: True
     script:
         "../workflow_scripts/ensemble_summary.py"
@@ -124,6 +132,8 @@ rule comparison:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/paper/comparison.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/paper/comparison.tsv",
     localrule: True
     script:
         "../workflow_scripts/comparison.py"
@@ -143,6 +153,8 @@ rule certified_accuracy_curves:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/paper/curves_{{dataset}}_sigma{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/paper/curves_{{dataset}}_sigma{{sigma}}.tsv",
     localrule: True
     script:
         "../workflow_scripts/certified_accuracy_curves.py"
@@ -160,6 +172,8 @@ rule provenance_table:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/paper/provenance.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/paper/provenance.tsv",
     localrule: True
     script:
         "../workflow_scripts/provenance_table.py"

@@ -51,6 +51,8 @@ rule import_model:
         CONDA_ENV
     log:
         f"{RESULTS}/logs/import_model/{MODEL_DIR}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import_model/{MODEL_DIR}.tsv",
     localrule: True
     resources:
         mem_mb=4000,

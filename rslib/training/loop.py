@@ -29,6 +29,7 @@ import torch
 from ..checkpoint import read_checkpoint
 from ..io import atomic_path
 from ..noise import mix_seed
+from ..progress import format_duration
 from .base import TrainingMethod
 
 _ORDER, _STEP, _INIT = 101, 102, 103  # seed-stream tags
@@ -251,9 +252,11 @@ def train_loop(
             if on_epoch_end is not None:
                 on_epoch_end(state.epoch, model, state)
             _save_state(state_path, run_key, model, optimizer, state)
+            per_epoch = state.seconds / state.epoch  # over every attempt, so a resumed run's ETA holds too
             log(
                 f"epoch {record['epoch']}/{optim.epochs} lr {record['lr']:.4g} loss {record['loss']:.4f} "
-                f"train-acc {record['train_accuracy']:.3f} ({state.seconds:.1f}s total)"
+                f"train-acc {record['train_accuracy']:.3f} ({state.seconds:.1f}s total, {per_epoch:.2f} s/epoch, "
+                f"ETA {format_duration(per_epoch * (optim.epochs - state.epoch))})"
             )
             if stop_requested():
                 log("SIGTERM received at an epoch boundary; state saved, exiting for a retry to resume")
