@@ -102,25 +102,23 @@ def stage_lines(stages: pd.DataFrame, wall_seconds: float | None) -> str:
     return "\n".join(lines)
 
 
+#: (label, what is shown, a file that exists when it was written, what it holds)
+ARTEFACTS = (
+    ("Paper", "table{1..8}.{tex,csv}, figure{1,3}.pdf, curves/", "table1.tex",
+     "the paper's tables and figures, radius-accuracy curves"),
+    ("Compare", "comparison.{md,tex,csv}", "comparison.md", "paper vs this run, a verdict per cell"),
+    ("Models", "certified_accuracy.{tex,csv,pdf}", "certified_accuracy.csv", "every certified model"),
+    ("Ensembles", "ensembles.{tex,csv}, adaptive.csv", "ensembles.csv", "every ensemble and scheme, CertifyAdp"),
+    ("Cost", "cost_estimate.md", "cost_estimate.md", "GPU-hours of the configured grid"),
+    ("Report", "report.html", "report.html", "every table and figure with captions and provenance"),
+    ("Logs", "logs/, benchmarks/", "logs", "one log per job; each job's time and memory"),
+)
+
+
 def artefact_lines(results: Path) -> str:
-    """Where the artefacts of the paper and the run's own outputs are (those present)."""
-    entries = [
-        ("Paper", ["table1.tex", "table8.tex", "figure1.pdf", "figure3.pdf", "curves"],
-         "tables 1-8 (.tex and .csv), figures 1 and 3, radius-accuracy curves"),
-        ("Compare", ["comparison.md"], "paper vs this run, a verdict per cell"),
-        ("Models", ["certified_accuracy.tex", "certified_accuracy.csv"], "every certified model"),
-        ("Ensembles", ["ensembles.tex", "ensembles.csv", "adaptive.csv"], "every ensemble and scheme, CertifyAdp"),
-        ("Cost", ["cost_estimate.md"], "GPU-hours of the configured grid"),
-        ("Report", ["report.html"], "Snakemake report: every table and figure with captions and provenance"),
-        ("Logs", ["logs"], "one log per job; benchmarks/ holds each job's time and memory"),
-    ]
-    lines = []
-    for label, names, what in entries:
-        present = [n for n in names if (results / n).exists()]
-        if present:
-            shown = ", ".join(str(results / n) for n in present)
-            lines.append(f"  {label + ':':10s} {shown}  ({what})")
-    return "\n".join(lines)
+    """Where the artefacts of the paper and the run's own outputs are (those written)."""
+    return "\n".join(f"  {label + ':':10s} {shown}  ({what})"
+                     for label, shown, probe, what in ARTEFACTS if (results / probe).exists())
 
 
 def verdict_lines(results: Path) -> str:
@@ -136,8 +134,8 @@ def render(results: str | Path, wall_seconds: float | None = None) -> str:
     verdicts = verdict_lines(results)
     if verdicts:
         parts += ["", "Paper vs this run (comparison.md)", verdicts]
-    parts += ["", "Time per stage", stage_lines(stage_seconds(results), wall_seconds)]
-    parts += ["", "Artefacts", artefact_lines(results)]
+    parts += ["", "Time per stage (its jobs' wall times, summed)", stage_lines(stage_seconds(results), wall_seconds)]
+    parts += ["", f"Artefacts, in {results}/", artefact_lines(results)]
     return "\n".join(parts)
 
 
