@@ -93,8 +93,8 @@ class NoiseStream:
         shape = tuple(shape)
         if out is None:
             out = torch.empty((count, *shape), device=self.device, dtype=self.dtype)
-        elif (tuple(out.shape) != (count, *shape) or out.device != self.device or out.dtype != self.dtype
-              or not out.is_contiguous()):
+        elif (tuple(out.shape) != (count, *shape) or not _same_device(out.device, self.device)
+              or out.dtype != self.dtype or not out.is_contiguous()):
             raise ValueError(
                 f"out must be a contiguous {self.dtype} tensor of shape {(count, *shape)} on {self.device} "
                 f"(got {out.dtype} {tuple(out.shape)} on {out.device})"
@@ -109,6 +109,11 @@ class NoiseStream:
                 block = torch.randn((BLOCK, *shape), generator=self._generator, device=self.device, dtype=self.dtype)
                 out[offset : offset + take] = block[:take]
         return out
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``"cuda"`` and ``"cuda:0"`` (the device a tensor made on ``"cuda"`` reports) are one device."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def round_batch_size(batch_size: int) -> int:

@@ -15,8 +15,10 @@ CHECKS = ["train_steps", "sigterm_resume", "prototype_models", "certify_fp32_bf1
 
 
 def test_device_check_smoke_runs_every_check_and_writes_its_table(tmp_path):
+    # "cpu:0", a device named with an index: tensors made on "cuda" report "cuda:0", and code
+    # that compares devices by equality breaks on a GPU only (it once did)
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/device_check.py"), "--smoke", "--device", "cpu", "--out", str(tmp_path)],
+        [sys.executable, str(REPO / "benchmarks/device_check.py"), "--smoke", "--device", "cpu:0", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

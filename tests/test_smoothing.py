@@ -517,3 +517,12 @@ def test_channels_last_option_defaults_to_cuda_only_and_is_checked():
     assert plain.channels_last is False  # default: channels-last on CUDA only
     with pytest.raises(ValueError, match="channels_last must be True, False or None"):
         Smooth(linear_base(), 2, SIGMA, channels_last="yes")
+
+
+def test_a_device_named_with_or_without_index_is_one_device():
+    # a tensor made on "cuda" reports "cuda:0" (and one made on "cpu:0" reports "cpu"): the
+    # reused batch buffer must be accepted either way, or certification on a GPU would fail
+    x, _ = point_with_p1(0.7)
+    counts = {dev: Smooth(linear_base(), 2, SIGMA, noise_seed=4, device=dev).sample_counts(x, 300, 200, index=1)
+              for dev in ("cpu", "cpu:0")}
+    assert counts["cpu"].tolist() == counts["cpu:0"].tolist() and int(counts["cpu"].sum()) == 300
