@@ -4,6 +4,7 @@ scripts stay thin and everything they call lives in testable rslib functions."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -49,7 +50,9 @@ def run_logged(log_path: str, main: Callable[[], Any]) -> None:
                 main()
             except RslibError as exc:
                 print(f"error: {exc}", file=log)
-                print(f"error: {exc}", file=sys.__stderr__, flush=True)
+                # one write(2) of the whole line: jobs failing at once (two shards reading one
+                # corrupt model) otherwise interleave their text and newlines on the terminal
+                os.write(sys.__stderr__.fileno(), f"error: {exc}\n".encode())
                 raise SystemExit(1) from None
             except Terminated:
                 print("terminated by SIGTERM: temporary files removed, exiting with status 143", file=log)
