@@ -566,7 +566,9 @@ class SweenFit:
 
     def lr_at(self, epoch: int) -> float:
         """lr during 0-based ``epoch`` (``epoch`` epochs completed)."""
-        return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
+        from .training.loop import multistep_lr
+
+        return multistep_lr(self.lr, self.lr_gamma, self.lr_milestones, epoch)
 
 
 def sween_loss(theta: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

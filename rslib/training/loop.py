@@ -70,7 +70,13 @@ class OptimConfig:
         )
 
     def lr_at(self, epoch: int) -> float:
-        return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
+        return multistep_lr(self.lr, self.lr_gamma, self.lr_milestones, epoch)
+
+
+def multistep_lr(lr: float, gamma: float, milestones: tuple[int, ...], epoch: int) -> float:
+    """The learning rate during 0-based ``epoch`` (``epoch`` epochs completed): ``lr`` times
+    ``gamma`` once per milestone reached. Shared by training and SWEEN's weight fitting."""
+    return lr * gamma ** sum(epoch >= m for m in milestones)
 
 
 @dataclass
