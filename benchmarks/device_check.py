@@ -270,7 +270,7 @@ class _TerminateAt:
 
 
 @contextmanager
-def _deterministic(device: torch.device):
+def _deterministic():
     previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
@@ -300,7 +300,7 @@ def check_sigterm_resume(sizes: Sizes, device: torch.device, workdir: Path):
                    augment={"crop_padding": 4, "flip": True}, log=quiet)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
-    with _deterministic(device):
+    with _deterministic():
         reference = train(workdir / "uninterrupted", None)
         stopped = False
         try:
