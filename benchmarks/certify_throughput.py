@@ -23,6 +23,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from rslib.costs import synchronize
 from rslib.models import build_model
 from rslib.smoothing import Smooth
 
@@ -51,11 +52,6 @@ def forward_only(model, batch: torch.Tensor, num: int, autocast_bf16: bool = Fal
             model(batch[: min(len(batch), num - start)])
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def interleaved_seconds(
     variants: dict[str, Callable[[], object]], rounds: int, device: torch.device, warmup: int = 1
 ) -> dict[str, list[float]]:
@@ -68,10 +64,10 @@ def interleaved_seconds(
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            _synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             variants[name]()
-            _synchronize(device)
+            synchronize(device)
             seconds[name].append(time.perf_counter() - started)
     return seconds
 

@@ -5,7 +5,8 @@
     make device-check                                           # the first, with the project's venv
 
 Needs only PyTorch, NumPy, SciPy, pandas and PyYAML (no Snakemake, no dataset, no network):
-a GPU machine's own Python can run it from a checkout (``PYTHONPATH=.``).
+a GPU machine's own Python can run it from a checkout (the script puts the checkout on
+``sys.path`` itself).
 
 Correctness, on the chosen device:
 
@@ -65,9 +66,11 @@ import torch  # noqa: E402
 from benchmarks.certify_throughput import (  # noqa: E402
     forward_only, interleaved_seconds, median_ratio, reference_counts, summarize,
 )
+from rslib.costs import synchronize  # noqa: E402
+from rslib.dataset_registry import dataset_info  # noqa: E402
 
 CIFAR_SHAPE = (3, 32, 32)
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR_MEAN, CIFAR_STD = dataset_info("cifar10").mean, dataset_info("cifar10").std
 PAPER_GPU = "V100"
 
 
@@ -91,7 +94,7 @@ class Sizes:
     speed_batch: int
     speed_rounds: int
     cost_steps: int  # timed steps per training setting (rslib.costs.measure_costs)
-    shrink_hparams: bool  # batch 8, one noise copy, one attack step: the smoke size of every method
+    shrink_hparams: bool  # batch 8, two noise copies, one attack step: the smoke size of every method
 
 
 FULL = Sizes("resnet20", 64, 3, 150, 64, 3, 20, 10_000, 8, 2_000, (1_000, 10_000), "resnet110", 100_000, 1_000, 3, 5, False)
@@ -132,11 +135,6 @@ def run_check(name: str, fn: Callable[[], tuple[str, str, dict[str, Any]]]) -> C
     check = Check(name, status, summary, figures, time.perf_counter() - started)
     print(f"[{name}] {status}: {summary} ({check.seconds:.1f}s)", flush=True)
     return check
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --- shared pieces ---------------------------------------------------------------------------
@@ -241,7 +239,7 @@ def check_train_steps(sizes: Sizes, device: torch.device):
             augmented = augment_batch(x, 4, True)
             loss, _ = _step(method, model, optimizer, augmented, y, epoch)
             losses.append(float(loss))
-        _synchronize(device)
+        synchronize(device)
         moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
         on_device = all(p.device.type == device.type for p in model.parameters())
         ok = all(math.isfinite(v) for v in losses) and moved > 0 and on_device
@@ -649,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
 def _prototype_models(sizes: Sizes, device: torch.device, into: list[torch.nn.Module]):
     started = time.perf_counter()
     into.extend(trained_models(sizes, device, 3))
-    _synchronize(device)
+    synchronize(device)
     trained = min(3, sizes.prototype_trained)
     return "pass", (f"3 {sizes.arch} members, {trained} trained {sizes.prototype_steps} steps on prototype images, "
                     f"{3 - trained} perturbed copies ({time.perf_counter() - started:.1f}s)"), {}

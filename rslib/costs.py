@@ -45,7 +45,8 @@ def device_name(dev) -> str:
     return dev.type
 
 
-def _sync(dev) -> None:
+def synchronize(dev) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Timers call it before reading the clock."""
     import torch
 
     if dev.type == "cuda":
@@ -124,11 +125,11 @@ def _time_train_step(
 
     for s in range(warmup):
         one(s)
-    _sync(dev)
+    synchronize(dev)
     started = time.perf_counter()
     for s in range(steps):
         one(warmup + s)
-    _sync(dev)
+    synchronize(dev)
     return (time.perf_counter() - started) / steps
 
 
@@ -155,11 +156,11 @@ def time_certify_sample(
             try:
                 for s in range(warmup):
                     smooth.sample_counts(x, batch, batch, index=s, phase="estimation")
-                _sync(dev)
+                synchronize(dev)
                 started = time.perf_counter()
                 for s in range(steps):
                     smooth.sample_counts(x, batch, batch, index=warmup + s, phase="estimation")
-                _sync(dev)
+                synchronize(dev)
                 return (time.perf_counter() - started) / (steps * batch), batch
             except torch.cuda.OutOfMemoryError:
                 if batch <= BLOCK:

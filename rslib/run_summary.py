@@ -43,7 +43,7 @@ def result_rows(results: Path) -> pd.DataFrame:
                                     "name": m["method"] + " seed " + m["seed"].astype(str),
                                     "accuracy": m["accuracy"], "acr": m["acr"]}))
     ensembles = results / "ensembles.csv"
-    if ensembles.is_file() and ensembles.stat().st_size > 1:
+    if ensembles.is_file() and ensembles.stat().st_size > 1:  # a run without ensembles writes a bare newline
         e = pd.read_csv(ensembles)
         if len(e):
             unsound = e["sound"].map(lambda s: "" if s in (True, "True") else " (†: not sound)")
