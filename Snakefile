@@ -32,6 +32,13 @@ include: "rules/paper.smk"
 include: "rules/cost.smk"
 
 
+onstart:
+    # before anything is submitted: --profile slurm on a host without SLURM's commands
+    stop = missing_cluster_commands(workflow.executor_plugin and workflow.executor_plugin.name)
+    if stop:
+        sys.exit(stop)
+
+
 rule all:
     input:
         rules.summary.output,

@@ -264,7 +264,10 @@ def plot_certified_accuracy(curves: dict[str, dict[str, pd.DataFrame]], path: st
     import matplotlib.pyplot as plt
 
     radii = np.linspace(0.0, max_radius, 200)
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(curves)), figsize=(4.2 * max(1, len(curves)), 3.4), squeeze=False)
+    if not curves:  # a run that certified nothing (only published logs): say so rather than fail
+        axes[0][0].text(0.5, 0.5, "no model certified by this run", ha="center", va="center")
+        axes[0][0].set_axis_off()
     for ax, (title, models) in zip(axes[0], curves.items()):
         for name, df in models.items():
             ax.plot(radii, [certified_accuracy(df, r) for r in radii], label=name)
@@ -283,7 +286,8 @@ def summary_rows(models: Sequence[dict], frames: Sequence[pd.DataFrame], radii: 
     for m, df in zip(models, frames):
         records.append({"dataset": m["dataset"], "method": m["method"], "sigma": float(m["sigma"]),
                         "seed": int(m["seed"]), **summarize(df, radii)})
-    return pd.DataFrame.from_records(records)
+    columns = ["dataset", "method", "sigma", "seed", "images", "acr", "accuracy", *[f"r={r:g}" for r in radii]]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 def write_summary(
@@ -318,6 +322,7 @@ def write_summary(
     caption = (
         "Certified accuracy (%) of the smoothed classifier at each L2 radius and ACR; "
         "best per dataset and sigma in bold."
+        + ("" if rows else " No model was certified by this run (its rows come from published logs only).")
     )
     text = latex_table(header, rows, caption=caption, align="lllr" + "r" * (1 + len(radii)), bold=bold)
     with atomic_path(table) as tmp:

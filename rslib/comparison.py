@@ -11,11 +11,15 @@ workflow writes for each regenerated table (:func:`rslib.paper_tables.write_tabl
   CERTIFY parameters, training hyper-parameters or weight-fitting settings), or when a time was
   measured on other hardware than the paper's (``000`` Sec. 4: every time is from one NVIDIA
   V100);
+- **identical** when the row comes from a published certification log (the data the paper
+  printed, not a new measurement) and ours rounds to the paper's printed value at the paper's
+  printed precision (``paper/reported.csv`` keeps each value's printed decimals: ``0.45``,
+  ``0.450``, ``0.0``); such a cell is compared exactly, never within an interval;
 - **reproduced** when the paper's value lies inside our 95% interval: a seeded percentile
   bootstrap over the evaluated images, which for a trained single-model row with several seeds
   also draws the seed (:func:`rslib.analysis.bootstrap_intervals`); times on matching hardware
   when ours/paper is within the configured tolerance;
-- **differs** otherwise.
+- **differs** otherwise (a published-log cell that does not round to the printed value, too).
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ PAPER_GPU = "V100"
 TIME_METRICS = ("train_hours", "certify_seconds")
 #: CERTIFY's parameters (``000`` Sec. 4: N0 = 100, N = 100,000, α = 0.001) and our precision switch.
 CERTIFY_KEYS = ("n0", "n", "alpha", "autocast_bf16")
-VERDICTS = ("reproduced", "differs", "not comparable")
+VERDICTS = ("identical", "reproduced", "differs", "not comparable")
+#: The origin of a row read from a published certification log (rslib.paper_tables.ORIGINS).
+PUBLISHED = "published log"
 
-COLUMNS = [*KEYS, "paper", "ours", "difference", "ratio", "low", "high", "seeds", "seed_mean", "seed_min",
+COLUMNS = [*KEYS, "paper", "decimals", "ours", "difference", "ratio", "low", "high", "seeds", "seed_mean", "seed_min",
            "seed_max", "verdict", "reason", "origin", "device", "source_line"]
 
 
@@ -108,10 +114,25 @@ def _is_time(metric: str) -> bool:
     return metric in TIME_METRICS
 
 
+def printed_decimals(text: str) -> int:
+    """Decimals of a value as the paper printed it (``"0.45"`` → 2, ``"0.450"`` → 3, ``"8"`` → 0)."""
+    text = str(text).strip()
+    return len(text.partition(".")[2]) if "." in text else 0
+
+
+def rounds_to(ours: float, printed: float, decimals: int) -> bool:
+    """Whether ``ours`` rounds to ``printed`` at ``decimals`` decimals, under either tie rule
+    (half-up or half-even: the paper does not say which it used), i.e. lies within half a unit
+    of the last printed digit."""
+    return abs(ours - printed) <= 0.5 * 10.0 ** -decimals + 1e-12
+
+
 def verdict(cell: Mapping[str, Any], time_tolerance: float) -> tuple[str, str]:
     """(verdict, reason) of one compared cell (a row of :func:`compare` before the verdict):
-    not comparable (its ``deviation``, or a time measured off the paper's GPU), reproduced (the
-    paper's value in [low, high]; a time with ours/paper in [1/(1+tol), 1+tol]) or differs."""
+    not comparable (its ``deviation``, or a time measured off the paper's GPU); for a row from a
+    published log, identical (ours rounds to the paper's printed value, ``decimals`` of them) or
+    differs; else reproduced (the paper's value in [low, high]; a time with ours/paper in
+    [1/(1+tol), 1+tol]) or differs."""
     reasons = [cell["deviation"]] if isinstance(cell.get("deviation"), str) and cell["deviation"] else []
     paper, ours = float(cell["paper"]), float(cell["ours"])
     if _is_time(cell["metric"]):
@@ -120,6 +141,12 @@ def verdict(cell: Mapping[str, Any], time_tolerance: float) -> tuple[str, str]:
             reasons.append(f"hardware {device or 'not recorded'} (the paper: NVIDIA {PAPER_GPU})")
     if reasons:
         return "not comparable", "; ".join(reasons)
+    if cell.get("origin") == PUBLISHED and not _is_time(cell["metric"]):
+        decimals = int(cell["decimals"])
+        same = rounds_to(ours, paper, decimals)
+        return ("identical" if same else "differs"), (
+            f"published log: ours {ours:.{decimals + 1}f} {'rounds' if same else 'does not round'} to the paper's "
+            f"{paper:.{decimals}f} ({decimals} decimals as printed)")
     if _is_time(cell["metric"]):
         ratio = ours / paper
         inside = 1.0 / (1.0 + time_tolerance) <= ratio <= 1.0 + time_tolerance
@@ -137,7 +164,9 @@ def compare(reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike]
     shows it), ours − paper (ours/paper for times), our interval and seed spread, the verdict and
     its reason, and where our value comes from (``origin``: trained here, an imported released
     checkpoint certified here, or a published certification log read as it is)."""
-    paper = pd.read_csv(reported, dtype={"sigma": str})
+    paper = pd.read_csv(reported, dtype={"sigma": str, "value": str})  # values as printed: their decimals count
+    paper["decimals"] = paper["value"].map(printed_decimals)
+    paper["value"] = paper["value"].astype(float)
     paper["sigma"] = _sigma(paper["sigma"])
     frames = [pd.read_csv(p, dtype={"sigma": str, "deviation": str, "device": str}) for p in reproduced]
     frames = [f for f in frames if len(f)]
@@ -176,26 +205,49 @@ def _distinct_reasons(reasons: pd.Series, most: int = 3) -> str:
     return "; ".join(single[:most]) + (f"; and {len(single) - most} more" if len(single) > most else "")
 
 
+def verdict_counts(cells: pd.DataFrame) -> str:
+    """The verdicts of some cells in words: "12 of 12 published-log cells identical; 27 of 30 cells
+    reproduced, 3 differ; 2 not comparable" (each part only when it has cells)."""
+    published = cells["origin"] == PUBLISHED
+    identical = int((cells["verdict"] == "identical").sum())
+    published_differ = int(((cells["verdict"] == "differs") & published).sum())
+    reproduced = int((cells["verdict"] == "reproduced").sum())
+    differ = int(((cells["verdict"] == "differs") & ~published).sum())
+    not_comparable = int((cells["verdict"] == "not comparable").sum())
+    parts = []
+    if identical + published_differ:
+        parts.append(f"{identical} of {identical + published_differ} published-log cells identical"
+                     + (f", {published_differ} differ" if published_differ else ""))
+    if reproduced + differ:
+        parts.append(f"{reproduced} of {reproduced + differ} cells reproduced, {differ} differ")
+    if not_comparable:
+        parts.append(f"{not_comparable} not comparable")
+    return "; ".join(parts)
+
+
 def summarize_verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per table of the paper: cells compared, reproduced, differing, not comparable, and
-    the line that heads ``comparison.md`` ("Table 5: 27 of 30 cells reproduced, 3 differ")."""
+    """One row per table of the paper: cells compared, identical (published logs), reproduced,
+    differing, not comparable, and the line that heads ``comparison.md`` ("Table 5: 9 of 9
+    published-log cells identical; 27 of 30 cells reproduced, 3 differ")."""
     rows = []
     for k in range(1, 9):
         cells = table[table["table"] == f"table{k}"]
         counts = {v: int((cells["verdict"] == v).sum()) for v in VERDICTS}
-        comparable = counts["reproduced"] + counts["differs"]
         if not len(cells):
             line = f"Table {k}: no cell regenerated by this run"
-        elif comparable == 0:
+        elif counts["not comparable"] == len(cells):
             line = f"Table {k}: none of {len(cells)} cells comparable ({_distinct_reasons(cells['reason'])})"
         else:
-            line = f"Table {k}: {counts['reproduced']} of {comparable} cells reproduced, {counts['differs']} differ"
-            if counts["not comparable"]:
-                line += f"; {counts['not comparable']} not comparable"
+            line = f"Table {k}: {verdict_counts(cells)}"
         rows.append({"table": f"table{k}", "cells": len(cells), **{v.replace(" ", "_"): n for v, n in counts.items()},
                      "summary": line})
-    return pd.DataFrame.from_records(rows, columns=["table", "cells", "reproduced", "differs", "not_comparable",
-                                                    "summary"])
+    return pd.DataFrame.from_records(rows, columns=["table", "cells", "identical", "reproduced", "differs",
+                                                    "not_comparable", "summary"])
+
+
+def _printed(r: Any) -> str:
+    """The paper's value as the paper printed it (its decimals)."""
+    return f"{r.paper:.{int(r.decimals)}f}"
 
 
 def _interval(r: Any) -> str:
@@ -226,23 +278,23 @@ def write_comparison(
     with atomic_path(out_summary) as tmp:
         summary.to_csv(tmp, index=False)
     pct = f"{100 * level:g}%"
-    counts = {v: int((table["verdict"] == v).sum()) for v in VERDICTS}
-    if len(table) and counts["not comparable"] == len(table):
+    if len(table) and (table["verdict"] == "not comparable").all():
         headline = (f"**No cell of this run is comparable with the paper**: "
                     f"{_distinct_reasons(table['reason'], most=6)}.")
     else:
-        headline = (f"**{counts['reproduced']} of {counts['reproduced'] + counts['differs']} comparable cells "
-                    f"reproduced**, {counts['differs']} differ, {counts['not comparable']} not comparable.")
+        headline = f"**{verdict_counts(table) or 'no cell compared'}.**"
     header = (f"| table | σ | row | metric | paper | ours | ours − paper | {pct} interval | seeds: mean [min, max] (n) "
               f"| verdict | reason | ours from |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = [f"| {r.table} | {r.sigma} | {r.row} | {r.metric} | {r.paper:.3f} | {r.ours:.3f} | {_change(r)} "
+    lines = [f"| {r.table} | {r.sigma} | {r.row} | {r.metric} | {_printed(r)} | {r.ours:.3f} | {_change(r)} "
              f"| {_interval(r)} | {_seed_spread(r)} | {r.verdict} | {r.reason} | {r.origin} |"
              for r in table.itertuples()]
     intro = (f"# Paper vs reproduced\n\n{headline}\n\n" + "\n".join(f"- {line}" for line in summary["summary"])
              + f"\n\nPaper values transcribed in `paper/reported.csv` (with their source line in the paper); ours "
              f"computed by this run ({datasets}). Accuracies are fractions, times in hours (training) or seconds "
              f"per image (certification). {len(table)} cells compared.\n\n"
-             f"*Verdicts.* **reproduced**: the paper's value lies inside our {pct} interval, a seeded percentile "
+             f"*Verdicts.* **identical**: a row read from a published certification log (the data the paper "
+             f"printed) whose value rounds to the paper's at the paper's printed precision; such cells are compared "
+             f"exactly, with no interval. **reproduced**: for rows this run certified, the paper's value lies inside our {pct} interval, a seeded percentile "
              f"bootstrap over the evaluated images that, for a trained single-model row with several seeds, also "
              f"draws the seed (the table shows the first seed; mean, min and max over seeds are listed). Times are "
              f"compared as ratios: reproduced within ×{1 + time_tolerance:g} either way, and only when measured on "
@@ -253,7 +305,7 @@ def write_comparison(
              f"evaluation images).\n\n")
     with atomic_path(out_md) as tmp, open(tmp, "w") as f:
         f.write(intro + header + "\n".join(lines) + "\n")
-    rows = [[r.table, r.sigma, r.row, r.metric, f"{r.paper:.3f}", f"{r.ours:.3f}", _change(r), _interval(r),
+    rows = [[r.table, r.sigma, r.row, r.metric, _printed(r), f"{r.ours:.3f}", _change(r), _interval(r),
              r.verdict, r.origin] for r in table.itertuples()]
     tex = latex_table(["Table", "σ", "Row", "Metric", "Paper", "Ours", "Ours − paper", f"{pct} interval", "Verdict",
                        "Ours from"], rows,

@@ -22,8 +22,14 @@ from .schemes import METHOD_NAMES, SCHEMES, ensemble_label
 #: The paper's σ grid; Tables 5, 6, 7 are σ = 0.25, 0.50, 1.00 of the main dataset.
 PAPER_SIGMAS = ("0.25", "0.50", "1.00")
 SWEEP_SIGMA_TABLES = {"table5": "0.25", "table6": "0.50", "table7": "1.00"}
-#: Table 5–7 radii (the paper's columns)
-TABLE_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25)
+#: Table 5–7 radii, the paper's columns: 0.00–2.00 at σ = 0.25 and 0.50, 0.00–2.25 at σ = 1.00
+SWEEP_RADII = {
+    "table5": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+    "table6": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+    "table7": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25),
+}
+#: Every radius a table reports (the statistics computed per certificate)
+TABLE_RADII = tuple(sorted({r for radii in SWEEP_RADII.values() for r in radii}))
 
 BASELINES = ("smoothadv", "macer", "smoothmix", "consistency", "advmacer")  # Table 1 / 5-7 single rows
 TABLE1_ENSEMBLES = ("advmacer:3", "advmacer:1+smoothadv:2", "advmacer:2+macer:1", "advmacer:1+macer:2")
@@ -333,8 +339,8 @@ def build_table(
         return Table(header, rows, _best(values, 1), caption + where + note, records)
     if artefact in SWEEP_SIGMA_TABLES:
         sigma = sources[0].sigma
-        radius_cols = [f"r={r:g}" for r in TABLE_RADII]
-        header = ["Model", *[f"{r:g}" for r in TABLE_RADII], "ACR"]
+        radius_cols = [f"r={r:g}" for r in SWEEP_RADII[artefact]]
+        header = ["Model", *[f"{r:.2f}" for r in SWEEP_RADII[artefact]], "ACR"]
         rows, values, records = [], [], []
         for src in sources:
             st = stats[src]
@@ -524,8 +530,9 @@ def write_table(
             certify_seconds[s] = own + sum(
                 member_seconds[(m.dataset, m.sigma, m.name, m.seed)] for m in member_sources(s, seeds))
     # uncertainty: bootstrap over images (and seeds), and the seed spread of trained singles
+    # a published log is the data the paper printed: compared exactly (rslib.comparison), no interval
     intervals = {s: bootstrap_intervals(f, TABLE_RADII, replicates=uncertainty.replicates, level=uncertainty.level,
-                                        seed=uncertainty.seed) for s, f in frames.items()}
+                                        seed=uncertainty.seed) for s, f in frames.items() if s.origin != "published log"}
     spread = {s: {k: (float(np.mean([v[k] for v in vals])), float(np.std([v[k] for v in vals], ddof=1)))
                   for k in vals[0]}
               for s, vals in per_seed.items() if len(vals) > 1} if uncertainty.seed_statistics else None
@@ -542,8 +549,9 @@ def write_table(
         src = rec.pop("source")
         rec["deviation"] = deviation[src]
         metric = rec["metric"]
-        if metric in intervals[src]:
-            rec["low"], rec["high"] = intervals[src][metric]
+        if metric in per_seed[src][0]:  # an image-mean statistic
+            if src in intervals:
+                rec["low"], rec["high"] = intervals[src][metric]
             values = [v[metric] for v in per_seed[src]]
             rec.update(seeds=len(values), seed_mean=float(np.mean(values)), seed_min=min(values),
                        seed_max=max(values))

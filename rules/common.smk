@@ -11,9 +11,11 @@ sys.path.insert(0, workflow.basedir)
 from rslib.dataset_registry import DATASETS, available_evaluation_images
 from rslib.errors import ConfigError
 from rslib.hparams import check_hparam_keys, merged_hparams, sigma_key
+from rslib.released_files import load_manifest, missing_files_message
 from rslib.paper_tables import Configured, Source, artefact_dataset, member_sources, table_sources
 from rslib.schemes import SCHEMES, ensemble_members, get_scheme
 from rslib.versions import STAGE_VERSIONS
+from rslib.workflow import missing_cluster_commands
 
 #: The one pinned software environment of every rule (used with --sdm conda).
 CONDA_ENV = "../envs/rslib.yaml"
@@ -77,6 +79,19 @@ def _models_from_config():
 #: released checkpoint {path, format} of each imported one; and the published certification
 #: logs that stand for a (dataset, σ, method)'s single-model row.
 MODELS, RELEASED, PUBLISHED_LOGS = _models_from_config()
+
+#: Every configured released file and published log that is not on disk, in one message with where
+#: to get each (presets/released-files.yaml); raised by the input functions that need one, so a
+#: (dry) run stops before any job, while targets that need none of them (the cost estimate) still run.
+MISSING_RELEASED = missing_files_message(
+    [r["path"] for r in RELEASED.values()] + list(PUBLISHED_LOGS.values()),
+    load_manifest(f"{workflow.basedir}/presets/released-files.yaml"),
+)
+
+
+def require_released_files():
+    if MISSING_RELEASED:
+        raise WorkflowError(MISSING_RELEASED)
 
 
 def is_released(m):
@@ -229,6 +244,7 @@ def released_entry(wildcards):
             f"{wildcards.dataset}/{wildcards.method}/sigma{wildcards.sigma}/seed{wildcards.seed} has no released "
             f"checkpoint in methods.{wildcards.method}.{wildcards.dataset}.released: it is trained"
         )
+    require_released_files()
     return RELEASED[key]
 
 
@@ -402,6 +418,7 @@ def published_log(wildcards):
     if key not in PUBLISHED_LOGS:
         raise WorkflowError(f"no published log configured in methods.{wildcards.method}.{wildcards.dataset}"
                             f".published_logs for sigma {wildcards.sigma}")
+    require_released_files()
     return PUBLISHED_LOGS[key]
 
 

@@ -102,10 +102,58 @@ def test_compare_gives_verdicts_and_the_summary_counts_them(tmp_path):
     md, tex, csv, short = (tmp_path / f for f in ("c.md", "c.tex", "c.csv", "s.csv"))
     write_comparison(reported, [ours], "main: cifar10", md, tex, csv, short)
     text = md.read_text()
-    assert "**2 of 3 comparable cells reproduced**, 1 differ, 2 not comparable." in text
+    assert "**2 of 3 cells reproduced, 1 differ; 2 not comparable.**" in text
     assert "- Table 5: 2 of 3 cells reproduced, 1 differ" in text
     assert "| 0.540 [0.530, 0.550] (3) | reproduced |" in text
     assert "−" not in tex.read_text() and "$-$" in tex.read_text()
+
+
+def test_a_published_log_cell_is_identical_or_differs_at_the_printed_precision():
+    """A published log is the data the paper printed: compared by rounding, never by an interval."""
+    published = cell(origin="published log", paper=0.535, decimals=3, low=float("nan"), high=float("nan"))
+    assert verdict({**published, "ours": 0.5347202}, 0.25) == (
+        "identical", "published log: ours 0.5347 rounds to the paper's 0.535 (3 decimals as printed)")
+    # the λ = 20 log of the same method: 0.543, inside a 500-image interval but not the printed number
+    assert verdict({**published, "ours": 0.543128, "low": 0.50, "high": 0.58}, 0.25) == (
+        "differs", "published log: ours 0.5431 does not round to the paper's 0.535 (3 decimals as printed)")
+    # printed "0.45" (two decimals) and "0.0" (one): either tie rule counts
+    two = {**published, "paper": 0.45, "decimals": 2}
+    assert verdict({**two, "ours": 0.448}, 0.25)[0] == "identical"
+    assert verdict({**two, "ours": 0.455}, 0.25)[0] == "identical"
+    assert verdict({**two, "ours": 0.444}, 0.25)[0] == "differs"
+    assert verdict({**published, "paper": 0.0, "decimals": 1, "ours": 0.0}, 0.25)[0] == "identical"
+    # a configuration difference still makes it not comparable (e.g. other evaluation images)
+    assert verdict({**published, "ours": 0.535, "deviation": "evaluation on every 20th image"}, 0.25)[0] == (
+        "not comparable")
+
+
+def test_compare_reads_the_printed_precision_and_counts_identical_cells(tmp_path):
+    reported = tmp_path / "reported.csv"
+    reported.write_text("table,sigma,row,metric,value,source_line\n"
+                        "table5,0.25,SmoothAdv,r=0.75,0.45,1\ntable5,0.25,SmoothAdv,acr,0.541,1\n"
+                        "table5,0.25,MACER,acr,0.518,1\ntable5,0.25,AdvMacer,acr,0.554,1\n")
+    ours = tmp_path / "t.csv"
+    ours.write_text("table,sigma,row,metric,value,origin,low,high,seeds,seed_mean,seed_min,seed_max,deviation,device\n"
+                    "table5,0.25,SmoothAdv,r=0.75,0.450,published log,,,1,0.45,0.45,0.45,,\n"
+                    "table5,0.25,SmoothAdv,acr,0.5412,published log,,,1,0.5412,0.5412,0.5412,,\n"
+                    "table5,0.25,MACER,acr,0.530,published log,,,1,0.53,0.53,0.53,,\n"
+                    "table5,0.25,AdvMacer,acr,0.55,trained,0.52,0.58,1,0.55,0.55,0.55,,\n")
+    table = compare(reported, [ours])
+    smoothadv = table[table["row"] == "SmoothAdv"].set_index("metric")
+    assert smoothadv["decimals"].to_dict() == {"acr": 3, "r=0.75": 2}
+    assert dict(zip(table["row"] + "/" + table["metric"], table["verdict"])) == {
+        "AdvMacer/acr": "reproduced", "MACER/acr": "differs", "SmoothAdv/acr": "identical",
+        "SmoothAdv/r=0.75": "identical"}
+    summary = summarize_verdicts(table).set_index("table")
+    assert summary.loc["table5", "summary"] == (
+        "Table 5: 2 of 3 published-log cells identical, 1 differ; 1 of 1 cells reproduced, 0 differ")
+    assert summary.loc["table5", ["identical", "reproduced", "differs", "not_comparable"]].tolist() == [2, 1, 1, 0]
+    md, tex, csv, short = (tmp_path / f for f in ("c.md", "c.tex", "c.csv", "s.csv"))
+    write_comparison(reported, [ours], "main: cifar10", md, tex, csv, short)
+    text = md.read_text()
+    assert "**2 of 3 published-log cells identical, 1 differ; 1 of 1 cells reproduced, 0 differ.**" in text
+    # the paper's value as printed (0.45, not 0.450), and no interval for a published log
+    assert "| table5 | 0.25 | SmoothAdv | r=0.75 | 0.45 | 0.450 | +0.000 |  |  | identical |" in text
 
 
 @pytest.fixture(scope="module")

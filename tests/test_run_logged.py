@@ -121,3 +121,52 @@ def test_training_keeps_its_own_sigterm_handling_inside_run_logged(tmp_path, mon
     assert (state["epoch"], state["step"]) == (0, 3)
     assert not (tmp_path / "model.pt").exists()
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+#: A job that writes its output through atomic_path with a file-size limit: a real write failure
+#: (EFBIG, as a full disk gives ENOSPC) in the middle of the output.
+FULL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from rslib.io import atomic_path
+    from rslib.workflow import run_logged
+
+    out, log = sys.argv[1], sys.argv[2]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+
+    def main():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        with atomic_path(out) as tmp, open(tmp, "w") as f:
+            for _ in range(1000):
+                f.write("0\\t3\\t3\\t0.5\\t1\\t0.01\\n" * 10)
+
+    run_logged(log, main)
+    """
+)
+
+
+def test_a_write_failure_is_one_line_naming_the_output_and_the_cause(tmp_path):
+    out, log = tmp_path / "results" / "certify.tsv", tmp_path / "logs" / "job.log"
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(out), str(log)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: cannot write {out}: File too large (traceback in {log})\n"
+    assert list(out.parent.iterdir()) == []  # neither the output nor its *.tmp
+    assert "Traceback" in log.read_text()
+
+
+def test_an_unexpected_error_puts_one_line_on_the_terminal_and_its_traceback_in_the_log(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from rslib.workflow import run_logged
+
+        run_logged(sys.argv[1], lambda: {}["acr"])
+        """
+    )
+    log = tmp_path / "job.log"
+    proc = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True, cwd=REPO,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: KeyError: 'acr' (traceback in {log})\n"
+    assert "Traceback" in log.read_text() and "KeyError: 'acr'" in log.read_text()

@@ -13,7 +13,7 @@ import yaml
 
 from rslib.analysis import average_certified_radius, certified_accuracy, read_certificates
 from rslib.certify import run_certification
-from workflow_helpers import REPO, TINY_TARGET, job_counts, snakemake, write_config
+from workflow_helpers import REPO, SNAKEMAKE, TINY_TARGET, job_counts, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -180,8 +180,32 @@ def test_published_preset_trains_only_what_the_paper_trained(tmp_path):
     assert {s for m, s in trained if m == "smoothmix"} == {"1.00"}
     counts = job_counts(result)
     assert counts["import_model"] == released == 10
-    assert counts["import_certification_log"] == 5  # Consistency × 3 σ, SmoothMix × 2 σ
+    assert counts["import_certification_log"] == 8  # SmoothAdv × 3 σ, Consistency × 3 σ, SmoothMix × 2 σ
     assert counts["train"] == 11 + 6 + 1  # AdvMacer 3+5+3 seeds, MACER 2 × 3 σ, SmoothMix σ = 1.00
+
+
+def test_published_preset_without_its_files_lists_every_missing_one_before_any_job(tmp_path):
+    """All 18 released files (10 checkpoints, 8 logs) in one error, each under where to get it."""
+    result = snakemake(tmp_path, "-n", "all", config=REPO / "presets/cifar10-published.yaml")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "18 configured released files are missing" in text
+    preset = yaml.safe_load((REPO / "presets/cifar10-published.yaml").read_text())
+    files = [f for d in preset["methods"].values() for settings in d.values()
+             for f in [*[f for r in settings.get("released", {}).values() for f in r["files"]],
+                       *settings.get("published_logs", {}).values()]]
+    assert len(files) == 18 and all(f"\n        {f}\n" in text for f in files)
+    assert "from Hadisalman/smoothing-adversarial, models.tar.gz: the Google Drive link of its README" in text
+    assert "from jh-jeong/smoothing-consistency, the repository's data/certify/ folder" in text
+    assert "Job stats" not in text  # it stopped while building the DAG
+
+
+def test_cost_estimate_of_the_published_preset_needs_none_of_its_files(tmp_path):
+    """The preset's header promises the estimate before the files are fetched."""
+    result = snakemake(tmp_path, "-n", "results/cifar10-published/cost_estimate.md",
+                       config=REPO / "presets/cifar10-published.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result)["measure_costs"] == 1
 
 
 def test_demo_target_dry_run(tmp_path):
@@ -345,3 +369,30 @@ def test_each_paper_artefact_dry_run_lists_only_what_it_needs(tmp_path, artefact
         assert counts["train"] == 33 and counts["certify_ensemble"] == 12
     if artefact == "figure1":  # training curves only: AdvMacer and MACER at σ = 1.00
         assert counts["train"] == 2 and "certify" not in counts
+
+
+def test_slurm_profile_without_slurm_stops_before_submitting_anything(tmp_path):
+    """`--profile slurm` on a host without SLURM's commands: one line, no job, no retries."""
+    import os
+    import shutil
+    import subprocess
+
+    slurm = {"sbatch", "squeue", "sacct", "sinfo", "scontrol", "scancel", "srun"}
+    path = tmp_path / "bin"  # this machine's PATH without SLURM's commands
+    path.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for entry in os.scandir(folder) if os.path.isdir(folder) else []:
+            if entry.name not in slurm and not (path / entry.name).exists():
+                (path / entry.name).symlink_to(entry.path)
+    assert shutil.which("sbatch", path=str(path)) is None
+    env = {**os.environ, "PATH": str(path)}
+    config = write_config(tmp_path)
+    shutil.copytree(REPO / "slurm", tmp_path / "slurm")  # --profile slurm, from the run's directory
+    result = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(config), "--profile",
+                             "slurm", TINY_TARGET], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert errors == ["error: --profile slurm needs SLURM's sbatch and squeue on the PATH, and this host has "
+                      "neither: run from a SLURM submit host (or load its module), or run locally with --cores N "
+                      "instead of --profile slurm"]
+    assert not (tmp_path / "results").exists()  # nothing ran, nothing was submitted

@@ -20,7 +20,8 @@ def main():
 
     from rslib.dataset_registry import dataset_info
 
-    measured = json.loads(Path(snakemake.input.measured).read_text())
+    # nothing measured when the run trains and certifies nothing (rules/cost.smk)
+    measured = json.loads(Path(snakemake.input.measured).read_text()) if snakemake.input.measured else []
     # training-set sizes from the dataset registry: the estimate needs no downloaded dataset
     jobs = list(params.train_jobs) + list(params.imported_jobs)
     n_train = {job["dataset"]: dataset_info(job["dataset"]).train_images for job in jobs}
@@ -36,7 +37,9 @@ def main():
         "# Estimated GPU-hours of the configured run\n\n"
         + markdown_table(summary)
         + imported_section(saved, float(df["gpu_hours"].sum()), list(params.imported_unpriced))
-        + f"\nCosts measured on: {', '.join(devices) or 'unknown'}.\n\n"
+        + (f"\nCosts measured on: {', '.join(devices) or 'unknown'}.\n\n" if measured else
+           "\nNothing to measure: this run trains, imports and certifies no model (its rows come from "
+           "published certification logs).\n\n")
         "The estimate = measured seconds per step × steps of the configured grid (training: epochs × "
         "ceil((training images − held-out) / batch size) optimisation steps; certification: images × "
         "(n0 + n) noisy samples). It leaves out data loading from disk, checkpoints, training curves "
