@@ -3,17 +3,20 @@
 Output is Cohen et al.'s TSV layout ``idx label predict radius correct time`` (tab-separated,
 header line, ``predict = -1`` for abstain), with two deliberate differences: the radius is
 written unrounded (shortest round-trip float) so metrics are computed on exact values, and
-``time`` is seconds as a float rather than a ``timedelta`` string.
+``time`` is seconds as a float rather than a ``timedelta`` string. :func:`check_row` checks a
+row of that layout, for our shards and for published logs alike.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,53 +109,163 @@ def run_certification(
 
 
 _INT = re.compile(r"-?[0-9]+")
+#: a non-negative decimal as Python's ``repr``/``str.format`` print one ("0.412", "1e-05", "1.23e+02", "0.");
+#: no sign, spaces, underscores, "nan" or "inf" (``float`` would take all of them)
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+#: ``str(datetime.timedelta)``: "0:00:14.105382", "0:00:02", "1 day, 2:03:04.500000"
+_CLOCK = re.compile(r"(?:([0-9]+) days?, )?([0-9]+):([0-5][0-9]):([0-5][0-9](?:\.[0-9]+)?)")
 
 
-def _parse_row(fields: list[str], where: str, recover: str) -> int:
-    """Check one TSV row as :func:`certificate_row` writes it; return its image index."""
+def parse_seconds(value: object) -> float:
+    """A certification time in seconds, from seconds (ours) or from the ``h:mm:ss.ffffff`` text
+    that Cohen et al.'s and the other reference repositories write (``str(datetime.timedelta)``,
+    possibly ``"1 day, 2:03:04.5"``). Raises ValueError on anything else: a sign, ``nan``,
+    ``inf``, ``1_000``, or a clock that is not ``h:mm:ss[.f…]``."""
+    if isinstance(value, numbers.Real):  # also numpy's scalars
+        return float(value)
+    text = str(value).strip()
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    clock = _CLOCK.fullmatch(text)
+    if not clock:
+        raise ValueError(f"time {value!r} is neither seconds nor h:mm:ss")
+    days, hours, minutes, seconds = clock.groups()
+    return int(days or 0) * 86400.0 + int(hours) * 3600.0 + int(minutes) * 60.0 + float(seconds)
 
-    def bad(field: str, value: str, want: str) -> CertificateError:
-        return CertificateError(f"{where}: field {field!r} is {value!r}, expected {want}; recover: {recover}")
 
-    def integer(k: int, minimum: int) -> int:
-        value = fields[k]
-        if not _INT.fullmatch(value) or int(value) < minimum:
+class RowError(ValueError):
+    """A line of a certification TSV that is not a row as it was printed; the message is one
+    line, ``file:line: what is wrong, expected what``. Callers re-raise it as their own error
+    (:class:`CertificateError` with a recovery command for a shard, ``CertificateLogError`` for a
+    published log)."""
+
+
+@dataclass(frozen=True)
+class CertificateRow:
+    """One checked row: the six fields of :data:`COLUMNS`, ``time`` in seconds."""
+
+    idx: int
+    label: int
+    predict: int
+    radius: float
+    correct: int
+    seconds: float
+
+
+def check_row(
+    line: str,
+    where: str,
+    *,
+    classes: int | None = None,
+    dataset: str = "the dataset",
+    clock: bool = False,
+) -> CertificateRow:
+    """Check one line of a certification TSV as Cohen et al.'s ``certify.py`` prints it
+    (``print("{}\\t{}\\t{}\\t{:.3}\\t{}\\t{}".format(i, label, prediction, radius, correct,
+    time_elapsed), file=f, flush=True)``) and as :func:`certificate_row` writes it; the one row
+    checker of this workflow's shards (:func:`merge_shards`) and of published logs
+    (:func:`rslib.analysis.import_certification_log`).
+
+    Six tab-separated fields, and a newline at the end (every row is printed with one: a last
+    row without it was cut, whatever its fields still read); ``idx`` and ``label`` integers ≥ 0
+    and ``predict`` ≥ −1 (−1 = abstain), both below ``classes`` where the dataset is known;
+    ``radius`` a finite decimal ≥ 0, and 0 for an abstention; ``correct`` exactly
+    ``int(predict == label)``; ``time`` seconds (a finite decimal ≥ 0), or with ``clock`` also
+    ``str(timedelta)`` text ``h:mm:ss[.ffffff]`` (:func:`parse_seconds`), as the reference
+    repositories publish it. Raises :class:`RowError` naming ``where``, the field and what was
+    expected.
+    """
+    fields = line[:-1].split("\t") if line.endswith("\n") else line.split("\t")
+    if len(fields) != len(COLUMNS):
+        raise RowError(
+            f"{where}: expected {len(COLUMNS)} tab-separated fields ({' '.join(COLUMNS)}), got {len(fields)}"
+        )
+    if not line.endswith("\n"):
+        raise RowError(
+            f"{where}: incomplete row: no newline after field 'time' ({fields[-1]!r}), expected every row to end "
+            "with one (the file was cut inside this row)"
+        )
+
+    def bad(field: str, value: str, want: str) -> RowError:
+        return RowError(f"{where}: field {field!r} is {value!r}, expected {want}")
+
+    def integer(k: int, minimum: int, bounded: bool) -> int:
+        value, limit = fields[k], classes if bounded else None
+        if _INT.fullmatch(value) and int(value) >= minimum and (limit is None or int(value) < limit):
+            return int(value)
+        if limit is None:
             raise bad(COLUMNS[k], value, f"an integer >= {minimum}")
-        return int(value)
+        abstain = "-1 (abstain) or " if minimum < 0 else ""
+        raise bad(COLUMNS[k], value, f"{abstain}an integer in [0, {limit}) ({dataset} has {limit} classes)")
 
     def number(k: int) -> float:
         value = fields[k]
-        try:
-            x = float(value)
-        except ValueError:
-            x = math.nan
-        if not math.isfinite(x) or x < 0 or value.strip() != value:
+        x = float(value) if _NUMBER.fullmatch(value) else math.nan
+        if not math.isfinite(x):
             raise bad(COLUMNS[k], value, "a finite number >= 0")
         return x
 
-    index, label, prediction = integer(0, 0), integer(1, 0), integer(2, Smooth.ABSTAIN)
+    index, label, prediction = integer(0, 0, False), integer(1, 0, True), integer(2, Smooth.ABSTAIN, True)
     radius = number(3)
     if prediction == Smooth.ABSTAIN and radius != 0.0:
         raise bad("radius", fields[3], "0.0 for an abstention (predict -1)")
     expected = str(int(prediction == label))
     if fields[4] != expected:
         raise bad("correct", fields[4], f"{expected} (predict {prediction}, label {label})")
-    number(5)
-    return index
+    if not clock:
+        seconds = number(5)
+    else:
+        try:
+            seconds = parse_seconds(fields[5]) if fields[5].strip() == fields[5] else math.nan
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds):
+            raise bad("time", fields[5], "seconds >= 0 or h:mm:ss[.ffffff]")
+    return CertificateRow(index, label, prediction, radius, int(expected), seconds)
+
+
+def read_rows(
+    lines: Iterable[str],
+    name: str,
+    *,
+    classes: int | None = None,
+    dataset: str = "the dataset",
+    clock: bool = False,
+) -> Iterator[tuple[int, str, CertificateRow]]:
+    """The rows of a certification TSV (an open text file), each checked by :func:`check_row`,
+    as ``(line number, line, row)``: first the header :data:`HEADER` (Cohen et al.'s, which
+    this workflow writes too), then every non-blank line. Raises :class:`RowError`."""
+    it = iter(lines)
+    try:
+        header = next(it, "")
+        if header != HEADER:
+            raise RowError(f"{name}:1: bad header {header.rstrip()!r}, expected {HEADER.rstrip()!r} "
+                           "(not a certification TSV)")
+        for number, line in enumerate(it, start=2):
+            if line.strip():
+                yield number, line, check_row(line, f"{name}:{number}", classes=classes, dataset=dataset,
+                                              clock=clock)
+    except UnicodeDecodeError as exc:
+        raise RowError(f"{name}: not a text file ({exc.reason})") from None
 
 
 def merge_shards(
     shards: Sequence[str | os.PathLike],
     out_tsv: str | os.PathLike,
     expected: Sequence[int],
+    *,
+    classes: int | None = None,
+    dataset: str = "the dataset",
 ) -> None:
     """Concatenate shard TSVs in order; the rows must be exactly the images ``expected``.
 
-    Every field of every row is checked as :func:`certificate_row` writes it (idx, label ≥ 0,
-    predict ≥ −1 integers; radius finite ≥ 0, and 0 for an abstention; correct = [predict =
-    label]; time finite ≥ 0); blank lines are skipped. A damaged shard raises
-    :class:`CertificateError` naming ``file:line``, the field, and how to recompute that shard
-    (:func:`rslib.errors.force_rebuild`). Nothing is written unless every row is good.
+    Every field of every row is checked as :func:`certificate_row` writes it, by the same
+    :func:`check_row` that checks published logs (idx, label ≥ 0, predict ≥ −1 integers, label
+    and predict below ``classes`` where given; radius finite ≥ 0, and 0 for an abstention;
+    correct = [predict = label]; time finite ≥ 0 seconds; the row ends with its newline);
+    blank lines are skipped. A damaged shard raises :class:`CertificateError` naming
+    ``file:line``, the field, and how to recompute that shard (:func:`rslib.errors.force_rebuild`).
+    Nothing is written unless every row is good.
     """
     rows: list[str] = []
     where: list[tuple[str, int]] = []  # (shard, line) of each row
@@ -161,31 +274,17 @@ def merge_shards(
         shard = str(shard)
         fix = force_rebuild(shard)
         try:
-            f = open(shard)
+            f = open(shard, encoding="utf-8")
         except OSError as exc:
             raise CertificateError(f"cannot read shard {shard}: {exc.strerror}; recover: {fix}") from None
         with f:
             try:
-                header = f.readline()
-                if header != HEADER:
-                    raise CertificateError(
-                        f"{shard}:1: bad header {header.rstrip()!r}, expected {HEADER.rstrip()!r} "
-                        f"(not a certification TSV); recover: {fix}"
-                    )
-                for number, line in enumerate(f, start=2):
-                    if not line.strip():
-                        continue
-                    fields = line.rstrip("\n").split("\t")
-                    if len(fields) != len(COLUMNS):
-                        raise CertificateError(
-                            f"{shard}:{number}: expected {len(COLUMNS)} tab-separated fields "
-                            f"({' '.join(COLUMNS)}), got {len(fields)}; recover: {fix}"
-                        )
-                    got.append(_parse_row(fields, f"{shard}:{number}", fix))
+                for number, line, row in read_rows(f, shard, classes=classes, dataset=dataset):
+                    got.append(row.idx)
                     where.append((shard, number))
-                    rows.append(line if line.endswith("\n") else line + "\n")
-            except UnicodeDecodeError as exc:
-                raise CertificateError(f"{shard}: not a text file ({exc.reason}); recover: {fix}") from None
+                    rows.append(line)
+            except RowError as exc:
+                raise CertificateError(f"{exc}; recover: {fix}") from None
     expected = [int(i) for i in expected]
     if got != expected:
         k = next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))

@@ -2,7 +2,8 @@
 # ranges of that subset (one GPU job per shard), then merged exactly into one TSV per model.
 # Ensemble members are run once (rule member_outputs) and certified from their stored counts.
 # A published certification log (methods.<m>.<d>.published_logs) can stand for a single-model row
-# of the tables: import_certification_log restricts it to the evaluation subset.
+# of the tables: import_certification_log checks every row, the dataset's classes and the σ in its
+# path, and restricts it to the evaluation subset.
 
 
 rule certify:
@@ -63,8 +64,7 @@ rule merge_certificates:
 
 rule import_certification_log:
     input:
-        log=published_log,
-        data=f"{DATA}/{{dataset}}/meta.json",
+        log=published_log,  # no dataset: the registry knows its test-split size and classes
     output:
         tsv=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.tsv",
         provenance=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.json",

@@ -13,13 +13,16 @@ from rslib.analysis import (
     average_certified_radius,
     best_in_columns,
     certified_accuracy,
+    import_certification_log,
     latex_escape,
     latex_table,
+    parse_seconds,
     read_certificates,
     summarize,
     write_summary,
 )
-from rslib.certify import COLUMNS, HEADER
+from rslib.certify import COLUMNS, HEADER, certificate_row
+from rslib.errors import CertificateLogError
 from latex_helpers import check_tex_artefact, require_pdflatex
 
 # A hand-written certification TSV (Cohen et al.'s layout). Six images:
@@ -97,6 +100,142 @@ def test_read_certificates_rejects_wrong_columns(tmp_path, header):
     path.write_text(header + sep.join(["1"] * n) + "\n")
     with pytest.raises(ValueError, match="expected columns"):
         read_certificates(path)
+
+
+# --- published certification logs -------------------------------------------------------------
+
+# A fabricated log in the reference repositories' layout (Cohen et al.'s certify.py: radius '{:.3}',
+# time str(timedelta); some files hold plain seconds): every row ends with its newline.
+LOG_ROWS = [
+    "0\t3\t3\t0.412\t1\t0:00:14.250000\n",  # h:mm:ss.ffffff
+    "1\t8\t8\t1.07\t1\t0:00:02\n",  # h:mm:ss
+    "2\t5\t-1\t0.0\t0\t1.5\n",  # abstention, seconds
+    "3\t0\t6\t0.233\t0\t1 day, 0:00:01\n",  # a wrong prediction keeps its radius; a day-long timedelta
+]
+
+
+def write_log(path, rows=LOG_ROWS, header=HEADER):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "".join(rows))
+    return path
+
+
+def files(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def import_log(log, out, indices=(0, 1, 2, 3), dataset="cifar10", sigma=0.25):
+    return import_certification_log(log, list(indices), out, dataset=dataset, sigma=sigma)
+
+
+def test_parse_seconds_reads_seconds_and_timedelta_text():
+    assert [parse_seconds(t) for t in ["0:00:14.250000", "0:00:02", "1.5", "1 day, 0:00:01", "2 days, 1:02:03.5"]] == [
+        14.25, 2.0, 1.5, 86401.0, 2 * 86400 + 3723.5]
+    for bad in ["nan", "inf", "-1", "1_0", " ", "0:00:1", "0:61:00", "1:02", "-1 day, 23:59:59"]:
+        with pytest.raises(ValueError, match="is neither seconds nor h:mm:ss"):
+            parse_seconds(bad)
+
+
+@pytest.mark.parametrize("folder, sigma", [("noise_0.25/test/sigma_0.25", 0.25), ("smoothmix/noise_0.5", 0.50),
+                                           ("cifar_resnet110/noise_0.50", 0.5), ("consistency_noise_1.00", 0.25)],
+                         ids=["salman-layout", "noise_0.5-at-0.50", "noise_0.50-at-0.5", "not-a-component"])
+def test_a_good_log_is_imported_on_the_evaluation_images(tmp_path, folder, sigma):
+    """Times as h:mm:ss.ffffff, h:mm:ss and seconds; σ markers are whole path components
+    compared numerically (a name that merely contains noise_1.00 is no marker)."""
+    log = write_log(tmp_path / "released" / folder)
+    out = tmp_path / "certify.tsv"
+    record = import_log(log, out, indices=[1, 2, 3], sigma=sigma)
+    assert out.read_text() == HEADER + certificate_row(1, 8, 8, 1.07, 2.0) + certificate_row(2, 5, -1, 0.0, 1.5) \
+        + certificate_row(3, 0, 6, 0.233, 86401.0)
+    assert read_certificates(out)["time"].tolist() == [2.0, 1.5, 86401.0]
+    assert (record["rows"], record["rows_in_source"], record["dataset"], record["num_classes"], record["sigma"]) == (
+        3, 4, "cifar10", 10, sigma)
+
+
+def test_the_class_bound_comes_from_the_dataset_registry(tmp_path):
+    log = write_log(tmp_path / "noise_0.25", LOG_ROWS[:3] + ["3\t999\t999\t0.5\t1\t0:00:30.000001\n"])
+    import_log(log, tmp_path / "ok.tsv", dataset="imagenet")  # 1000 classes
+    with pytest.raises(CertificateLogError, match=re.escape(
+            f"published log {log}:5: field 'label' is '999', expected an integer in [0, 10) (cifar10 has 10 classes)")):
+        import_log(log, tmp_path / "bad.tsv", dataset="cifar10")
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+def cut(rows, k, new):
+    return rows[:k] + [new] + rows[k + 1:]
+
+
+BAD_LOGS = {
+    # rows, the message after "published log <file>"
+    "row cut mid-line": (cut(LOG_ROWS, 1, "1\t8\n"),
+                         ":3: expected 6 tab-separated fields (idx label predict radius correct time), got 2"),
+    "last line cut inside the radius": (cut(LOG_ROWS, 3, "3\t0\t6\t0.2"),  # 0.233 read as 0.2 before
+                                        ":5: expected 6 tab-separated fields (idx label predict radius correct time), "
+                                        "got 4"),
+    "last line cut inside the time": (cut(LOG_ROWS, 3, "3\t0\t6\t0.233\t0\t0:00:14.1"),
+                                      ":5: incomplete row: no newline after field 'time' ('0:00:14.1'), expected every "
+                                      "row to end with one (the file was cut inside this row)"),
+    "last line without its newline": (cut(LOG_ROWS, 3, LOG_ROWS[3].rstrip("\n")),
+                                      ":5: incomplete row: no newline after field 'time' ('1 day, 0:00:01'), expected "
+                                      "every row to end with one (the file was cut inside this row)"),
+    "correct where predict != label": (cut(LOG_ROWS, 3, "3\t0\t6\t0.233\t1\t0:00:02\n"),
+                                       ":5: field 'correct' is '1', expected 0 (predict 6, label 0)"),
+    "negative radius": (cut(LOG_ROWS, 1, "1\t8\t8\t-1.07\t1\t0:00:02\n"),
+                        ":3: field 'radius' is '-1.07', expected a finite number >= 0"),
+    "radius of an abstention": (cut(LOG_ROWS, 2, "2\t5\t-1\t0.5\t0\t1.5\n"),
+                                ":4: field 'radius' is '0.5', expected 0.0 for an abstention (predict -1)"),
+    "label beyond the classes": (cut(LOG_ROWS, 0, "0\t12\t12\t0.412\t1\t0:00:14.250000\n"),
+                                 ":2: field 'label' is '12', expected an integer in [0, 10) (cifar10 has 10 classes)"),
+    "predict beyond the classes": (cut(LOG_ROWS, 0, "0\t3\t10\t0.412\t0\t0:00:14.250000\n"),
+                                   ":2: field 'predict' is '10', expected -1 (abstain) or an integer in [0, 10) "
+                                   "(cifar10 has 10 classes)"),
+    "time not a time": (cut(LOG_ROWS, 2, "2\t5\t-1\t0.0\t0\tnan\n"),
+                        ":4: field 'time' is 'nan', expected seconds >= 0 or h:mm:ss[.ffffff]"),
+    "image twice": (LOG_ROWS + [LOG_ROWS[1]], ":6: image 1 appears twice (first on line 3), expected each image once"),
+    "skip-20 log": ([LOG_ROWS[0]], " lacks 3 of the 4 evaluation images (first missing: [1, 2, 3]); it must cover "
+                                   "the configured evaluation subset"),
+    "header only": ([], " lacks 4 of the 4 evaluation images (first missing: [0, 1, 2, 3]); it must cover the "
+                        "configured evaluation subset"),
+}
+
+
+@pytest.mark.parametrize("rows, message", BAD_LOGS.values(), ids=BAD_LOGS.keys())
+def test_a_broken_or_foreign_log_is_refused_in_one_line_and_nothing_is_written(tmp_path, rows, message):
+    log = write_log(tmp_path / "noise_0.25" / "test" / "sigma_0.25", rows)
+    with pytest.raises(CertificateLogError) as info:
+        import_log(log, tmp_path / "out" / "certify.tsv")
+    assert str(info.value) == f"published log {log}{message}"
+    assert files(tmp_path) == [log]  # nothing written, no temporary file left
+
+
+def test_curve_file_header_is_not_a_log(tmp_path):
+    log = write_log(tmp_path / "noise_0.25_acc", ["0.00500\t0.77710\n"], header="0.00000\t0.77840\n")
+    with pytest.raises(CertificateLogError, match=re.escape(f"published log {log}:1: bad header '0.00000\\t0.77840'")):
+        import_log(log, tmp_path / "out.tsv")
+
+
+@pytest.mark.parametrize("path, sigma, message", [
+    ("noise_1.00/test/sigma_1.00", 0.25, "its folder 'noise_1.00' says sigma=1, expected sigma=0.25"),
+    ("noise_0.25/test/sigma_0.50", 0.25, "its file name 'sigma_0.50' says sigma=0.5, expected sigma=0.25"),
+    ("smoothmix/noise_0.5", 1.0, "its file name 'noise_0.5' says sigma=0.5, expected sigma=1"),
+], ids=["noise_1.00-folder-at-0.25", "sigma_0.50-file-at-0.25", "noise_0.5-file-at-1.00"])
+def test_a_log_of_another_sigma_is_refused_by_its_path(tmp_path, path, sigma, message):
+    log = write_log(tmp_path / path)
+    with pytest.raises(CertificateLogError) as info:
+        import_log(log, tmp_path / "out.tsv", sigma=sigma)
+    assert str(info.value) == (f"published log {log}: {message} (the slot it is configured for): configure it under "
+                               f"its own sigma, or give the sigma={sigma:g} log")
+    assert files(tmp_path) == [log]
+
+
+def test_an_empty_file_or_a_folder_is_refused(tmp_path):
+    empty = write_log(tmp_path / "empty", [], header="")
+    with pytest.raises(CertificateLogError, match=re.escape(f"published log {empty}:1: bad header '', expected")):
+        import_log(empty, tmp_path / "out.tsv")
+    folder = re.escape(f"published log {tmp_path}: cannot read it (Is a directory)")
+    with pytest.raises(CertificateLogError, match=f"^{folder}$"):
+        import_log(tmp_path, tmp_path / "out.tsv")
+    assert files(tmp_path) == [empty]
 
 
 # --- LaTeX --------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ and refuses a damaged shard with file:line, the field, and the command that reco
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rslib.certify import HEADER, certificate_row, merge_shards
@@ -37,6 +39,7 @@ BAD_FIELDS = {
     "radius nan": (3, "nan", "field 'radius' is 'nan', expected a finite number >= 0"),
     "radius inf": (3, "inf", "field 'radius' is 'inf', expected a finite number >= 0"),
     "radius negative": (3, "-0.5", "field 'radius' is '-0.5', expected a finite number >= 0"),
+    "radius with underscore": (3, "1_0", "field 'radius' is '1_0', expected a finite number >= 0"),
     "radius of an abstention": (3, "0.3", "field 'radius' is '0.3', expected 0.0 for an abstention (predict -1)"),
     "correct not 0/1": (4, "2", "field 'correct' is '2', expected 0 (predict -1, label 1)"),
     "correct inconsistent": (4, "1", "field 'correct' is '1', expected 0 (predict -1, label 1)"),
@@ -66,6 +69,31 @@ def test_a_truncated_row_is_refused(tmp_path):
     with pytest.raises(CertificateError, match=rf"^{shard}:3: expected 6 tab-separated fields \(idx label predict "
                                                r"radius correct time\), got 4; recover: snakemake --force "):
         merge_shards([shard], tmp_path / "merged.tsv", SUBSET)
+
+
+def test_a_last_row_cut_before_its_newline_is_refused(tmp_path):
+    """A shard that lost its final bytes: time '0.125000' left as '0.' reads as a number, but the
+    row lacks the newline certificate_row ends every row with."""
+    shard = write(tmp_path / "0.tsv", [GOOD[0], GOOD[1], GOOD[2][: GOOD[2].index("\t0.125000") + 3]])
+    out = tmp_path / "merged.tsv"
+    with pytest.raises(CertificateError) as info:
+        merge_shards([shard], out, SUBSET)
+    assert str(info.value) == (
+        f"{shard}:4: incomplete row: no newline after field 'time' ('0.'), expected every row to end with one "
+        f"(the file was cut inside this row); recover: snakemake --force {shard} "
+        "(with your run's --configfile/--profile/--cores options), then rerun your target"
+    )
+    assert not out.exists()
+
+
+def test_labels_and_predictions_are_bounded_by_the_classes_where_known(tmp_path):
+    shard = write(tmp_path / "0.tsv", GOOD)  # image 10: label 2, predict 7
+    merge_shards([shard], tmp_path / "merged.tsv", SUBSET, classes=8)
+    with pytest.raises(CertificateError, match=re.escape(
+            f"{shard}:4: field 'predict' is '7', expected -1 (abstain) or an integer in [0, 5) (digits has 5 classes); "
+            f"recover: snakemake --force {shard} ")):
+        merge_shards([shard], tmp_path / "merged5.tsv", SUBSET, classes=5, dataset="digits")
+    assert not (tmp_path / "merged5.tsv").exists()
 
 
 def test_an_empty_or_binary_shard_is_refused(tmp_path):

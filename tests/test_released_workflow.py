@@ -125,6 +125,11 @@ def test_published_log_stands_for_its_row_restricted_to_the_evaluation_images(re
     tex = (workdir / "results/table1.tex").read_text()
     assert r"Consistency \S{}" in tex and r"SmoothAdv $^\ddagger$" in tex
     assert "published certification log" in tex and "released checkpoint, certified by this workflow" in tex
+    import json
+
+    record = json.loads((workdir / "results/published/digits/consistency/sigma0.25/certify.json").read_text())
+    assert {k: record["published_log"][k] for k in ("dataset", "num_classes", "sigma", "rows", "rows_in_source")} == {
+        "dataset": "digits", "num_classes": 10, "sigma": 0.25, "rows": 10, "rows_in_source": 40}
 
 
 def test_imported_models_are_certified_and_ensembled_like_trained_ones(released_run):
@@ -178,6 +183,31 @@ def test_a_log_missing_evaluation_images_is_refused(tmp_path):
     assert result.returncode != 0
     assert f"error: published log {log} lacks 1 of the 10 evaluation images (first missing: [7])" in result.stderr
     assert not (tmp_path / "results/published/digits/consistency/sigma0.25/certify.tsv").exists()
+
+
+def test_a_published_log_needs_no_dataset(tmp_path):
+    """The evaluation indices of a log come from the dataset registry: no prepare_data job."""
+    config, _ = released_config(tmp_path)
+    result = snakemake(tmp_path, "-n", "results/published/digits/consistency/sigma0.25/certify.tsv", config=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result) == {"import_certification_log": 1}
+
+
+def test_a_log_of_another_sigma_is_refused(tmp_path):
+    """The rule hands the slot's σ to the import: a log in a noise_0.50 folder cannot stand for σ = 0.25."""
+    config, log = released_config(tmp_path)
+    wrong = tmp_path / "released" / "noise_0.50" / "log"
+    wrong.parent.mkdir(parents=True)
+    wrong.write_text(log.read_text())
+    settings = yaml.safe_load(config.read_text())
+    settings["methods"]["consistency"]["digits"]["published_logs"]["0.25"] = str(wrong)
+    config.write_text(yaml.safe_dump(settings))
+    target = "results/published/digits/consistency/sigma0.25/certify.tsv"
+    result = snakemake(tmp_path, "--cores", "1", target, config=config)
+    assert result.returncode != 0
+    assert (f"error: published log {wrong}: its folder 'noise_0.50' says sigma=0.5, expected sigma=0.25 (the slot it "
+            "is configured for)") in result.stderr
+    assert not (tmp_path / target).exists()
 
 
 def test_a_released_file_for_another_sigma_is_refused(tmp_path):

@@ -12,6 +12,7 @@ from rslib import provenance
 from rslib.analysis import read_certificates
 from rslib.certify import merge_shards
 from rslib.checkpoint import read_checkpoint
+from rslib.dataset_registry import dataset_info
 from rslib.io import write_json
 from rslib.workflow import evaluation_subset, run_logged
 
@@ -21,7 +22,9 @@ params = snakemake.params
 def main():
     subset = evaluation_subset(snakemake.input.data, params.eval)
     extra = read_checkpoint(snakemake.input.model).get("extra", {})  # a corrupt model fails before any output
-    merge_shards(snakemake.input.shards, snakemake.output.tsv, subset)
+    dataset = snakemake.wildcards.dataset
+    merge_shards(snakemake.input.shards, snakemake.output.tsv, subset, classes=dataset_info(dataset).num_classes,
+                 dataset=dataset)
     write_json(
         snakemake.output.provenance,
         {
