@@ -40,7 +40,7 @@ def main():
         + (f"\nCosts measured on: {', '.join(devices) or 'unknown'}.\n\n" if measured else
            "\nNothing to measure: this run trains, imports and certifies no model (its rows come from "
            "published certification logs).\n\n")
-        "The estimate = measured seconds per step × steps of the configured grid (training: epochs × "
+        + "The estimate = measured seconds per step × steps of the configured grid (training: epochs × "
         "ceil((training images − held-out) / batch size) optimisation steps; certification: images × "
         "(n0 + n) noisy samples). It leaves out data loading from disk, checkpoints, training curves "
         "and job start-up.\n"
