@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import json
+import pickle
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,18 +64,54 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec,
         torch.save(blob, tmp)
 
 
-def read_checkpoint(path: str | os.PathLike, recover: str | None = None) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | os.PathLike,
+    recover: str | None = None,
+    *,
+    allow_pickle: bool = False,
+    pickle_switch: str | None = None,
+) -> dict[str, Any]:
     """Load a torch file with ``weights_only=True``; a missing or corrupt file → CheckpointError
-    whose message ends with ``recover`` (default: :func:`rslib.errors.force_rebuild`, for workflow outputs)."""
+    whose message ends with ``recover`` (default: :func:`rslib.errors.force_rebuild`, for workflow outputs).
+
+    Released files of other repositories only (:mod:`rslib.released`; rslib's own files stay
+    weights-only): ``pickle_switch`` names the setting that allows a file that also pickles
+    Python objects (an ``argparse.Namespace``, numpy scalars …), which torch's weights-only
+    loader refuses although the file is intact; such a file is then reported as what it is,
+    not as corrupt. ``allow_pickle=True`` is that setting: ``torch.load(weights_only=False)``,
+    which runs whatever code the pickle names, so only for files whose source is trusted."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:  # torch's loaders raise many types on damaged files (KeyError, IndexError, …)
+        pickled = pickled_object(exc) if not allow_pickle else None
+        if pickled is not None and pickle_switch is not None:
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors ({pickled}), which torch's weights-only loader "
+                f"refuses; the file is not damaged: load it only if you trust its source, by setting {pickle_switch}"
+            ) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         reason = reason.split(". ")[0][:120]  # torch's first line can be a paragraph
         raise CheckpointError(f"corrupt checkpoint {path}: {reason}; {recover or 'recover: ' + force_rebuild(path)}") from None
+
+
+#: torch's weights-only refusal of a pickled class or function: "Unsupported global: GLOBAL
+#: argparse.Namespace" (torch 2.14, the pinned version), "Unsupported class argparse.Namespace"
+#: (the wording of older releases)
+_PICKLED_GLOBAL = re.compile(r"Unsupported (?:global: GLOBAL |class )([\w.]+)")
+
+
+def pickled_object(exc: BaseException) -> str | None:
+    """The Python class or function a weights-only load refused (``_pickle.UnpicklingError``
+    "Weights only load failed … Unsupported global: GLOBAL argparse.Namespace"), or None when
+    ``exc`` is another failure. A damaged file also fails with "Weights only load failed", but
+    on an unsupported opcode ("Unsupported operand 110"), not on a named global."""
+    if not isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" not in str(exc):
+        return None
+    match = _PICKLED_GLOBAL.search(str(exc))
+    return match.group(1) if match else None
 
 
 def load_model(

@@ -27,6 +27,7 @@ PHASES: dict[str, int] = {
     "predict": 3,  # PREDICT's samples
     "outputs": 4,  # stored per-sample member outputs for ensembles
     "weights": 5,  # EsbRS Alg. 2's n noisy inputs for per-point optimal weights
+    "import_check": 6,  # the one draw per image of rslib.released's plausibility check
 }
 
 _MASK64 = (1 << 64) - 1

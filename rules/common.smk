@@ -63,6 +63,8 @@ def _models_from_config():
                         released[(dataset, method, sigma, seed)] = dict(
                             path=path, format=released_here[sigma]["format"],
                             input_layer=released_here[sigma].get("input_layer"),
+                            allow_pickle=released_here[sigma].get("allow_pickle", False),
+                            accept_implausible=released_here[sigma].get("accept_implausible", False),
                         )
                 elif seeds and "hparams" not in settings:
                     raise WorkflowError(
@@ -237,7 +239,8 @@ def train_hparams(wildcards):
 
 
 def released_entry(wildcards):
-    """{path, format} of the released checkpoint that fills this grid slot."""
+    """{path, format, input_layer, allow_pickle, accept_implausible} of the released checkpoint
+    that fills this grid slot."""
     key = (wildcards.dataset, wildcards.method, wildcards.sigma, int(wildcards.seed))
     if key not in RELEASED:
         raise WorkflowError(

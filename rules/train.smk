@@ -2,7 +2,8 @@
 # results/checkpoints/..., outside the declared output, because Snakemake deletes declared
 # outputs before each attempt: a retry after a SLURM time limit or preemption resumes from it.
 # A grid slot configured with a released checkpoint (methods.<m>.<d>.released; 000 Sec. 4 certified
-# SmoothAdv's published models) is imported instead: a local CPU job, no training.
+# SmoothAdv's published models) is imported instead: a local CPU job, no training; it checks the
+# imported model on the first 100 evaluation images under one noise draw (rslib.released.plausibility).
 
 
 rule train:
@@ -40,11 +41,16 @@ rule train:
 rule import_model:
     input:
         released=lambda wc: released_entry(wc)["path"],
+        data=f"{DATA}/{{dataset}}/meta.json",
     output:
         model=f"{RESULTS}/imported/{MODEL_DIR}/model.pt",
     params:
         format=lambda wc: released_entry(wc)["format"],
         input_layer=lambda wc: released_entry(wc)["input_layer"],
+        allow_pickle=lambda wc: released_entry(wc)["allow_pickle"],
+        accept_implausible=lambda wc: released_entry(wc)["accept_implausible"],
+        evaluation=eval_settings,
+        noise_seed=config["noise_seed"],
         arch=lambda wc: config["datasets"][wc.dataset]["arch"],
         version=STAGE_VERSIONS["train"],
     conda:

@@ -55,14 +55,19 @@ def released_config(workdir, log_rows=range(0, 40)):
     published_log(log, log_rows)
     adv = {"epochs": 1, "batch_size": 128, "lr": 0.05, "warmup_epochs": 1, "attack_steps": 1, "num_noise_vec": 2,
            "epsilon": 0.25}
+    # The fabricated files hold random weights: the import's plausibility check (accuracy under
+    # noise far above chance, rslib.released.plausibility) would rightly refuse them, so these
+    # entries accept implausible models; tests/test_released.py checks the refusal on trained ones.
+    accept = {"accept_implausible": True}
     config = {
         "data_dir": "data", "results_dir": "results", "device": "cpu",
         "datasets": {"digits": {"arch": "resnet20", "sigmas": [0.25], "evaluation": {"start": 0, "stride": 1, "count": 10}}},
         "methods": {
             "advmacer": {"digits": {"seeds": [0], "hparams": adv | {"gamma": 8.0, "beta": 16.0, "lbd": 2.0}}},
             "smoothadv": {"digits": {"seeds": [0, 1], "hparams": adv,
-                                     "released": {"0.25": {"format": "smoothadv", "files": smoothadv}}}},
-            "macer": {"digits": {"seeds": [0], "released": {"0.25": {"format": "macer", "files": [str(macer)]}}}},
+                                     "released": {"0.25": {"format": "smoothadv", "files": smoothadv} | accept}}},
+            "macer": {"digits": {"seeds": [0],
+                                 "released": {"0.25": {"format": "macer", "files": [str(macer)]} | accept}}},
             "consistency": {"digits": {"seeds": [], "published_logs": {"0.25": str(log)}}},
         },
         "ensembles": {"build": [{"dataset": "digits", "members": ["advmacer:1+smoothadv:2"], "schemes": ["average"]}]},
@@ -146,6 +151,10 @@ def test_imported_models_are_certified_and_ensembled_like_trained_ones(released_
     assert record["model"]["train_seconds"] is None
     assert record["model"]["imported"]["format"] == "smoothadv" and record["model"]["imported"]["input_layer"] == "center"
     assert record["model"]["imported"]["source"].endswith("eps_64/noise_0.25/checkpoint.pth.tar")
+    # the import measured its model on the 10 evaluation images (random weights: accepted by the switch if not passed)
+    measured = record["model"]["imported"]["plausibility"]
+    assert measured["images"] == 10 and measured["threshold"] == 0.2 and measured["sigma"] == 0.25
+    assert measured["passed"] != measured["accepted_implausible"]
 
 
 def test_training_time_cells_say_imported(released_run):
