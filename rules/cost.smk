@@ -31,7 +31,7 @@ rule measure_costs:
 rule cost_estimate:
     input:
         # no GPU job when the run trains, imports and certifies nothing (published logs only)
-        measured=rules.measure_costs.output if cost_train_jobs() + cost_imported_jobs() + cost_certify_jobs() else [],
+        measured=rules.measure_costs.output[0] if cost_train_jobs() + cost_imported_jobs() + cost_certify_jobs() else [],
     output:
         csv=f"{RESULTS}/cost_estimate.csv",
         md=report(f"{RESULTS}/cost_estimate.md", caption="../report/cost.rst", category="Cost"),
