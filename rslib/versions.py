@@ -10,5 +10,5 @@ STAGE_VERSIONS: dict[str, int] = {
     "train": 2,
     "certify": 1,
     "ensemble": 2,
-    "report": 4,
+    "report": 5,
 }
