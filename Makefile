@@ -24,7 +24,7 @@ demo: $(STAMP)
 	@start=$$(date +%s); \
 	$(BIN)/snakemake --configfile demo/config.yaml --cores $(CORES) all && \
 	$(BIN)/snakemake --configfile demo/config.yaml --report results/demo/report.html && \
-	echo && $(BIN)/python -m rslib.run_summary results/demo --wall-seconds $$(( $$(date +%s) - start ))
+	echo && $(BIN)/python -m rslib.report.run_summary results/demo --wall-seconds $$(( $$(date +%s) - start ))
 
 ## Run every test: unit, real Snakemake runs, the workflow through a real one-node SLURM cluster,
 ## and pdflatex on every .tex the workflow writes.

@@ -32,8 +32,8 @@ Speed (``--smoke`` shrinks every size; its figures exercise the code and estimat
   rslib in fp32 (NCHW and channels-last), bf16 channels-last and bf16 channels-last with cuDNN
   autotuning, the Cohen-style reference loop and the bare forward pass, interleaved rounds;
 * ``train_speed``: seconds per optimisation step of every training setting of ``config.yaml``
-  (``rslib.costs.measure_costs``), the GPU-hour projection of the full grid (58 trainings and
-  their certification, ``rslib.costs.grid_jobs``) and, per Table 2 row, the projected training
+  (``rslib.costs.measure.measure_costs``), the GPU-hour projection of the full grid (58 trainings and
+  their certification, ``rslib.costs.estimate.grid_jobs``) and, per Table 2 row, the projected training
   hours of one model next to the paper's (V100).
 
 Writes ``device_check.json`` (every figure) and ``device_check.txt`` (the printed table) under
@@ -66,8 +66,8 @@ import torch  # noqa: E402
 from benchmarks.certify_throughput import (  # noqa: E402
     forward_only, interleaved_seconds, median_ratio, reference_counts, summarize,
 )
-from rslib.costs import synchronize  # noqa: E402
-from rslib.dataset_registry import dataset_info  # noqa: E402
+from rslib.runtime.devices import synchronize  # noqa: E402
+from rslib.data.registry import dataset_info  # noqa: E402
 
 CIFAR_SHAPE = (3, 32, 32)
 CIFAR_MEAN, CIFAR_STD = dataset_info("cifar10").mean, dataset_info("cifar10").std
@@ -93,7 +93,7 @@ class Sizes:
     speed_n: int
     speed_batch: int
     speed_rounds: int
-    cost_steps: int  # timed steps per training setting (rslib.costs.measure_costs)
+    cost_steps: int  # timed steps per training setting (rslib.costs.measure.measure_costs)
     shrink_hparams: bool  # batch 8, two noise copies, one attack step: the smoke size of every method
 
 
@@ -147,14 +147,14 @@ def _config() -> dict[str, Any]:
 
 
 def _method_hparams(config: dict[str, Any], method: str, sizes: Sizes) -> dict[str, Any]:
-    from rslib.hparams import merged_hparams
+    from rslib.experiment.config import merged_hparams
 
     hparams = merged_hparams(config, method, "cifar10", 0.25)
     return shrink(hparams) if sizes.shrink_hparams else hparams
 
 
 def _cifar_model(arch: str, seed: int = 0) -> torch.nn.Module:
-    from rslib.models import build_model
+    from rslib.models.architectures import build_model
 
     torch.manual_seed(seed)
     return build_model(arch, 10, 3, CIFAR_MEAN, CIFAR_STD)
@@ -190,7 +190,7 @@ def trained_models(sizes: Sizes, device: torch.device, count: int) -> list[torch
     """``count`` models: the first ``sizes.prototype_trained`` (seeds 0, 1, …) trained with Gaussian
     noise (σ = 0.25) on the prototypes, the rest copies of the first with every weight perturbed
     by 5% Gaussian noise (distinct members at the smoke size's cost of one training)."""
-    from rslib.training import get_method
+    from rslib.training.driver import get_method
     from rslib.training.loop import _step
 
     data = Prototypes()
@@ -218,7 +218,7 @@ def trained_models(sizes: Sizes, device: torch.device, count: int) -> list[torch
 
 
 def check_train_steps(sizes: Sizes, device: torch.device):
-    from rslib.training import METHODS
+    from rslib.training.driver import METHODS
     from rslib.training.loop import OptimConfig, _step, augment_batch
 
     config = _config()
@@ -278,8 +278,8 @@ def _deterministic():
 
 
 def check_sigterm_resume(sizes: Sizes, device: torch.device, workdir: Path):
-    from rslib.checkpoint import read_checkpoint
-    from rslib.training import get_method
+    from rslib.models.checkpoint import read_checkpoint
+    from rslib.training.driver import get_method
     from rslib.training.loop import STATE_FILE, InMemoryBatches, OptimConfig, Preempted, train_loop
 
     images = torch.randint(0, 256, (4 * sizes.batch, *CIFAR_SHAPE), dtype=torch.uint8,
@@ -319,7 +319,7 @@ def check_sigterm_resume(sizes: Sizes, device: torch.device, workdir: Path):
 
 
 def check_certify_fp32_bf16(sizes: Sizes, device: torch.device, models: list[torch.nn.Module]):
-    from rslib.smoothing import Smooth
+    from rslib.certification.smooth import Smooth
 
     test = Prototypes().test_set(sizes.certify_images)
     variants = {"fp32": False, "bf16": True} if device.type == "cuda" else {"fp32": False}
@@ -352,10 +352,10 @@ def check_certify_fp32_bf16(sizes: Sizes, device: torch.device, models: list[tor
 def check_stored_vs_direct(sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
     import pandas as pd
 
-    from rslib.ensemble_certify import certify_scheme_direct, certify_scheme_from_outputs
-    from rslib.ensembles import compute_member_outputs
-    from rslib.schemes import SCHEMES
-    from rslib.smoothing import Smooth, certify_from_counts
+    from rslib.ensembles.certify import certify_scheme_direct, certify_scheme_from_outputs
+    from rslib.ensembles.outputs import compute_member_outputs
+    from rslib.ensembles.schemes import SCHEMES
+    from rslib.certification.smooth import Smooth, certify_from_counts
 
     config = _config()
     settings = config["ensembles"]
@@ -390,8 +390,8 @@ def check_stored_vs_direct(sizes: Sizes, device: torch.device, models: list[torc
 
 
 def check_certify_adaptive(sizes: Sizes, device: torch.device, models: list[torch.nn.Module]):
-    from rslib.adaptive import certify_adaptive_images
-    from rslib.smoothing import Smooth
+    from rslib.certification.adaptive import certify_adaptive_images
+    from rslib.certification.smooth import Smooth
 
     test = Prototypes(seed=2).test_set(sizes.certify_images)
     smooth = Smooth(models[0], 10, 0.25, noise_seed=0, device=device)
@@ -411,7 +411,7 @@ def check_certify_adaptive(sizes: Sizes, device: torch.device, models: list[torc
 
 
 def check_checkpoint_to_cpu(sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
-    from rslib.checkpoint import ModelSpec, load_model, read_checkpoint, save_model
+    from rslib.models.checkpoint import ModelSpec, load_model, read_checkpoint, save_model
 
     model = models[0]
     spec = ModelSpec(arch=sizes.arch, dataset="cifar10", num_classes=10, in_channels=3, mean=CIFAR_MEAN,
@@ -438,7 +438,7 @@ def check_checkpoint_to_cpu(sizes: Sizes, device: torch.device, models: list[tor
 
 
 def check_certify_speed(sizes: Sizes, device: torch.device):
-    from rslib.smoothing import Smooth
+    from rslib.certification.smooth import Smooth
 
     model = _cifar_model(sizes.speed_arch).to(device).eval()
     x = torch.rand(CIFAR_SHAPE, device=device)
@@ -493,8 +493,9 @@ def check_certify_speed(sizes: Sizes, device: torch.device):
 def check_train_speed(sizes: Sizes, device: torch.device):
     import pandas as pd
 
-    from rslib.costs import estimate_gpu_hours, grid_jobs, measure_costs, summarize_estimate
-    from rslib.dataset_registry import dataset_info
+    from rslib.costs.estimate import estimate_gpu_hours, grid_jobs, summarize_estimate
+    from rslib.costs.measure import measure_costs
+    from rslib.data.registry import dataset_info
 
     config = _config()
     train_jobs, certify_jobs = grid_jobs(config)
@@ -542,7 +543,7 @@ def check_train_speed(sizes: Sizes, device: torch.device):
 
 def _unbuildable(archs: set[str]) -> dict[str, str]:
     """Architectures that cannot be built here, with the reason (e.g. no torchvision for resnet50)."""
-    from rslib.models import build_model
+    from rslib.models.architectures import build_model
 
     missing = {}
     for arch in sorted(archs):
@@ -557,7 +558,7 @@ def _unbuildable(archs: set[str]) -> dict[str, str]:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    import rslib.provenance as provenance
+    import rslib.runtime.provenance as provenance
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -580,7 +581,7 @@ def table(checks: list[Check]) -> str:
                   for name, r in speed["samples_per_s"].items()]
     if "train_speed" in figures:
         train = figures["train_speed"]
-        lines += ["", "Training step (rslib.costs.measure_costs):"]
+        lines += ["", "Training step (rslib.costs.measure.measure_costs):"]
         lines += [f"  {r['dataset']:8s} {r['arch']:9s} {r['method']:11s} sigma={r['sigma']:<4g} batch {r['batch_size']:<4d}"
                   f" {r['seconds_per_step']:8.4f} s/step" for r in train["per_step"]]
         lines += [f"  {r['dataset']:8s} {r['arch']:9s} certify     batch {r['batch_size']:<4d}"

@@ -3,7 +3,7 @@ printed as ratios to Gaussian training (the paper's claim: AdvMacer costs what S
 ``000`` Sec. 3.1 "Discussion" (II) and Sec. 4).
 
 Each method uses its own hyper-parameters from the configuration (m, T, batch size, ...) for the
-chosen dataset and σ. Steps (``rslib.costs.time_train_step``: the training loop's own step, at
+chosen dataset and σ. Steps (``rslib.costs.measure.time_train_step``: the training loop's own step, at
 the last epoch) are timed at ``batch_size × --batch-scale`` images on random inputs of the
 dataset's shape; the epoch cost is projected as (seconds per step) × (steps per epoch at the
 configured batch size) / batch-scale, i.e. assuming cost linear in the batch (state it when you
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from rslib.costs import time_train_step
-from rslib.data import dataset_info
-from rslib.training import METHODS
+from rslib.costs.measure import time_train_step
+from rslib.data.registry import dataset_info
+from rslib.training.driver import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 

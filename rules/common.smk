@@ -8,14 +8,15 @@ from snakemake.exceptions import WorkflowError
 
 # rslib from this checkout, also when Snakemake runs from an environment without it installed.
 sys.path.insert(0, workflow.basedir)
-from rslib.dataset_registry import DATASETS, available_evaluation_images
-from rslib.errors import ConfigError
-from rslib.hparams import check_hparam_keys, merged_hparams, sigma_key
-from rslib.released_files import load_manifest, missing_files_message
-from rslib.paper_tables import Configured, Source, artefact_dataset, member_sources, table_sources
-from rslib.schemes import SCHEMES, ensemble_members, get_scheme
-from rslib.versions import STAGE_VERSIONS
-from rslib.workflow import missing_cluster_commands
+from rslib.data.registry import DATASETS, available_evaluation_images
+from rslib.ensembles.schemes import SCHEMES, ensemble_members, get_scheme
+from rslib.experiment.artefacts import Configured, Source, artefact_dataset, member_sources, table_sources
+from rslib.experiment.config import merged_hparams, sigma_key
+from rslib.experiment.released_files import load_manifest, missing_files_message
+from rslib.runtime.errors import ConfigError
+from rslib.runtime.jobs import missing_cluster_commands
+from rslib.runtime.versions import STAGE_VERSIONS
+from rslib.training.hparams import check_hparam_keys
 
 #: The one pinned software environment of every rule (used with --sdm conda).
 CONDA_ENV = "../envs/rslib.yaml"
@@ -459,7 +460,7 @@ def source_seed_models(src):
 
 def _reference_config():
     """The paper's configuration (config.yaml beside the Snakefile, with the schema's defaults):
-    what a run must match for a cell to be comparable with the paper (rslib.comparison)."""
+    what a run must match for a cell to be comparable with the paper (rslib.report.comparison)."""
     import yaml
     from snakemake.utils import validate
 
@@ -474,7 +475,7 @@ REFERENCE_CONFIG = _reference_config()
 
 def source_deviations(src, artefact):
     """Why the cells of src in artefact are not comparable with the paper ("" when they are)."""
-    from rslib.comparison import configuration_deviations
+    from rslib.experiment.comparability import configuration_deviations
 
     if src.single:
         trained = [src.name] if src.origin == "trained" else []

@@ -1,6 +1,6 @@
 # The paper's artefacts from the certification TSVs, training curves and timings only: cheap,
 # local, and rebuilt on a cosmetic change without retraining or recertifying anything.
-# `snakemake results/table1.tex` builds exactly what Table 1 needs (rslib.paper_tables).
+# `snakemake results/table1.tex` builds exactly what Table 1 needs (rslib.report.tables).
 
 
 rule paper_table:

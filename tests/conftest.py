@@ -1,23 +1,21 @@
-"""Shared fixtures: one complete local run of the tiny workflow, reused by the workflow tests
-and compared against the same workflow run through SLURM."""
+"""Shared by every test: the marker of each folder (tests/unit/: ``unit``, tests/workflow/:
+``workflow``; ``-m unit`` runs the fast half) and one torch thread."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from workflow_helpers import TINY_TARGET, snakemake, write_config
+FOLDER_MARKERS = {"unit": pytest.mark.unit, "workflow": pytest.mark.workflow}
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """Train, certify (3 shards) and summarise tests/configs/tiny.yaml locally, once. The paper's
-    artefacts are built by the ensemble workflow tests (tests/test_ensemble_workflow.py)."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    config = write_config(workdir)
-    result = snakemake(workdir, "--cores", "2", TINY_TARGET, config=config)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir, config, result
+def pytest_collection_modifyitems(items):
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture(autouse=True, scope="session")

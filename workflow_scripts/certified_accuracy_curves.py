@@ -5,9 +5,10 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.analysis import plot_certified_accuracy, read_certificates
-from rslib.paper_tables import Source
-from rslib.workflow import run_logged
+from rslib.report.figures import plot_certified_accuracy
+from rslib.certification.tsv import read_certificates
+from rslib.experiment.artefacts import Source
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 

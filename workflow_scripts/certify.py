@@ -5,20 +5,22 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib import provenance
-from rslib.certify import run_certification, shard_ranges
-from rslib.io import write_json
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.runtime import provenance
+from rslib.certification.certify import run_certification, shard_ranges
+from rslib.runtime.io import write_json
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 settings = dict(params.settings)
 
 
 def main():
-    from rslib.training import resolve_device
+    from rslib.runtime.devices import resolve_device
 
     if "outputs" in snakemake.input.keys():  # an ensemble member: its outputs hold CERTIFY's counts
-        from rslib.ensembles import certify_member_from_outputs, load_outputs
+        from rslib.ensembles.certify import certify_member_from_outputs
+        from rslib.ensembles.outputs import load_outputs
 
         certify_member_from_outputs(load_outputs(snakemake.input.outputs), settings["alpha"], float(wc.sigma),
                                     snakemake.output.tsv)

@@ -6,7 +6,8 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 
@@ -17,16 +18,16 @@ def main():
 
     import torch
 
-    from rslib import provenance
-    from rslib.adaptive import certify_adaptive_images
-    from rslib.checkpoint import load_model
-    from rslib.data import load_split
-    from rslib.ensemble_certify import rule_for
-    from rslib.ensembles import EnsembleClassifier
-    from rslib.io import atomic_path, write_json
-    from rslib.schemes import get_scheme
-    from rslib.smoothing import Smooth
-    from rslib.training import resolve_device
+    from rslib.runtime import provenance
+    from rslib.certification.adaptive import certify_adaptive_images
+    from rslib.models.checkpoint import load_model
+    from rslib.data.load import load_split
+    from rslib.ensembles.certify import rule_for
+    from rslib.ensembles.rules import EnsembleClassifier
+    from rslib.runtime.io import atomic_path, write_json
+    from rslib.ensembles.schemes import get_scheme
+    from rslib.certification.smooth import Smooth
+    from rslib.runtime.devices import resolve_device
 
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(params.device)

@@ -6,7 +6,8 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 
@@ -17,12 +18,12 @@ def main():
 
     import torch
 
-    from rslib import provenance
-    from rslib.ensemble_certify import certify_scheme_direct, certify_scheme_from_outputs
-    from rslib.ensembles import attach_pseudo_outputs, concat_outputs, load_outputs
-    from rslib.io import write_json
-    from rslib.schemes import get_scheme, member_key
-    from rslib.training import resolve_device
+    from rslib.runtime import provenance
+    from rslib.ensembles.certify import certify_scheme_direct, certify_scheme_from_outputs
+    from rslib.ensembles.outputs import attach_pseudo_outputs, concat_outputs, load_outputs
+    from rslib.runtime.io import write_json
+    from rslib.ensembles.schemes import get_scheme, member_key
+    from rslib.runtime.devices import resolve_device
 
     torch.set_num_threads(snakemake.threads)
     scheme = get_scheme(wc.scheme)
@@ -46,8 +47,8 @@ def main():
         used = certify_scheme_from_outputs(outputs, scheme, params.settings, certify["alpha"], sigma,
                                            snakemake.output.tsv, fitted)
     else:
-        from rslib.checkpoint import load_model
-        from rslib.data import load_split
+        from rslib.models.checkpoint import load_model
+        from rslib.data.load import load_split
 
         mode, device = "direct evaluation", resolve_device(params.device)
         models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device) for p in snakemake.input.models]

@@ -6,8 +6,8 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.comparison import write_comparison
-from rslib.workflow import run_logged
+from rslib.report.comparison import write_comparison
+from rslib.runtime.jobs import run_logged
 
 run_logged(
     snakemake.log[0],

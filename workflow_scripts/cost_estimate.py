@@ -8,9 +8,9 @@ from pathlib import Path
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.costs import estimate_gpu_hours, imported_section, markdown_table, summarize_estimate
-from rslib.io import atomic_path, write_text
-from rslib.workflow import run_logged
+from rslib.costs.estimate import estimate_gpu_hours, imported_section, markdown_table, summarize_estimate
+from rslib.runtime.io import atomic_path, write_text
+from rslib.runtime.jobs import run_logged
 
 params = snakemake.params
 
@@ -18,7 +18,7 @@ params = snakemake.params
 def main():
     import pandas as pd
 
-    from rslib.dataset_registry import dataset_info
+    from rslib.data.registry import dataset_info
 
     # nothing measured when the run trains and certifies nothing (rules/cost.smk)
     measured = json.loads(Path(snakemake.input.measured).read_text()) if snakemake.input.measured else []

@@ -5,8 +5,8 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.analysis import write_ensemble_summary
-from rslib.workflow import run_logged
+from rslib.report.summaries import write_ensemble_summary
+from rslib.runtime.jobs import run_logged
 
 params = snakemake.params
 

@@ -6,7 +6,7 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.workflow import run_logged
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 
@@ -16,12 +16,12 @@ def main():
 
     import torch
 
-    from rslib import provenance
-    from rslib.checkpoint import load_model
-    from rslib.data import heldout_split, load_split
-    from rslib.ensemble_certify import fit_weights
-    from rslib.io import write_json
-    from rslib.training import resolve_device
+    from rslib.runtime import provenance
+    from rslib.models.checkpoint import load_model
+    from rslib.data.load import heldout_split, load_split
+    from rslib.ensembles.certify import fit_weights
+    from rslib.runtime.io import write_json
+    from rslib.runtime.devices import resolve_device
 
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(params.device)

@@ -1,6 +1,6 @@
 """Rule import_certification_log: a published Cohen-format certification log, checked against
 the slot's dataset (class count) and σ and restricted to the evaluation subset, as this
-workflow's certify.tsv (rslib.analysis.import_certification_log). The evaluation indices come
+workflow's certify.tsv (rslib.certification.published_logs.import_certification_log). The evaluation indices come
 from the dataset registry's test-split size, so a logs-only run downloads no dataset."""
 
 import sys
@@ -8,10 +8,10 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.analysis import import_certification_log
-from rslib.dataset_registry import dataset_info, evaluation_indices
-from rslib.io import write_json
-from rslib.workflow import run_logged
+from rslib.certification.published_logs import import_certification_log
+from rslib.data.registry import dataset_info, evaluation_indices
+from rslib.runtime.io import write_json
+from rslib.runtime.jobs import run_logged
 
 
 def main():

@@ -1,16 +1,17 @@
 """Rule import_model: a released checkpoint (Cohen / SmoothAdv / MACER / Consistency / SmoothMix
 layout) as an rslib model file for its grid slot, after the plausibility check on the first
-evaluation images (rslib.released)."""
+evaluation images (rslib.models.released)."""
 
 import sys
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib import provenance
-from rslib.data import load_split
-from rslib.released import CheckImages, import_released
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.runtime import provenance
+from rslib.data.load import load_split
+from rslib.models.released import CheckImages, import_released
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 

@@ -6,9 +6,10 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.costs import device_name, measure_costs
-from rslib.io import write_json
-from rslib.workflow import run_logged
+from rslib.runtime.devices import device_name
+from rslib.costs.measure import measure_costs
+from rslib.runtime.io import write_json
+from rslib.runtime.jobs import run_logged
 
 params = snakemake.params
 
@@ -16,7 +17,7 @@ params = snakemake.params
 def main():
     import torch
 
-    from rslib.training import resolve_device
+    from rslib.runtime.devices import resolve_device
 
     if snakemake.threads:
         torch.set_num_threads(int(snakemake.threads))

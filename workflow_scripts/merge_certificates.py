@@ -1,6 +1,6 @@
 """Rule merge_certificates: concatenate a model's shards (exactly the evaluation subset) and
 join the provenance of the model and of every shard. A damaged shard is refused with its
-file:line, the bad field and the command that recomputes it (rslib.errors.force_rebuild)."""
+file:line, the bad field and the command that recomputes it (rslib.runtime.errors.force_rebuild)."""
 
 import json
 import sys
@@ -8,13 +8,14 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib import provenance
-from rslib.analysis import read_certificates
-from rslib.certify import merge_shards
-from rslib.checkpoint import read_checkpoint
-from rslib.dataset_registry import dataset_info
-from rslib.io import write_json
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.runtime import provenance
+from rslib.certification.tsv import read_certificates
+from rslib.certification.certify import merge_shards
+from rslib.models.checkpoint import read_checkpoint
+from rslib.data.registry import dataset_info
+from rslib.runtime.io import write_json
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 params = snakemake.params
 

@@ -5,8 +5,9 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.paper_tables import Source, write_figure
-from rslib.workflow import run_logged
+from rslib.experiment.artefacts import Source
+from rslib.report.figures import write_figure
+from rslib.runtime.jobs import run_logged
 
 params = snakemake.params
 

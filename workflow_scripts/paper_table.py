@@ -5,8 +5,9 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.paper_tables import Source, Uncertainty, write_table
-from rslib.workflow import run_logged
+from rslib.experiment.artefacts import Source
+from rslib.report.tables import Uncertainty, write_table
+from rslib.runtime.jobs import run_logged
 
 params = snakemake.params
 seeds = iter(snakemake.input.seeds)  # flat, per source in order: its further seeds' certificates

@@ -5,8 +5,8 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.data import prepare_dataset
-from rslib.workflow import run_logged
+from rslib.data.prepare import prepare_dataset
+from rslib.runtime.jobs import run_logged
 
 output_dir = snakemake.output.meta.rsplit("/", 2)[0]
 

@@ -5,9 +5,9 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.io import atomic_path
-from rslib.provenance import provenance_table
-from rslib.workflow import run_logged
+from rslib.runtime.io import atomic_path
+from rslib.report.summaries import provenance_table
+from rslib.runtime.jobs import run_logged
 
 
 def main():

@@ -6,7 +6,8 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 
@@ -14,12 +15,12 @@ wc, params = snakemake.wildcards, snakemake.params
 def main():
     import torch
 
-    from rslib.certify import shard_ranges
-    from rslib.checkpoint import load_model
-    from rslib.data import load_split
-    from rslib.ensembles import compute_pseudo_outputs, save_pseudo_outputs
-    from rslib.schemes import member_key
-    from rslib.training import resolve_device
+    from rslib.certification.certify import shard_ranges
+    from rslib.models.checkpoint import load_model
+    from rslib.data.load import load_split
+    from rslib.ensembles.outputs import compute_pseudo_outputs, save_pseudo_outputs
+    from rslib.ensembles.schemes import member_key
+    from rslib.runtime.devices import resolve_device
 
     torch.set_num_threads(snakemake.threads)
     subset = evaluation_subset(snakemake.input.data, params.eval)

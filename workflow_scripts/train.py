@@ -5,8 +5,9 @@ import sys
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this checkout, also in conda envs
 
-from rslib.training import run_training
-from rslib.workflow import evaluation_subset, run_logged
+from rslib.training.driver import run_training
+from rslib.data.load import evaluation_subset
+from rslib.runtime.jobs import run_logged
 
 wc, params = snakemake.wildcards, snakemake.params
 

@@ -3,7 +3,7 @@ adversarial points.
 
 Per mini-batch:
 
-1. SmoothAdv's attack (:func:`rslib.attacks.smooth_adv_pgd`: T-step L2 PGD on the smoothed soft
+1. SmoothAdv's attack (:func:`rslib.training.attacks.smooth_adv_pgd`: T-step L2 PGD on the smoothed soft
    classifier, model in eval mode, ε warmed up over the first epochs, m noise draws per image)
    gives x̂ (Alg. 1 step 2; Sec. 3.1 "we generate the adversarial examples x̂ via Equation (1)
    with T-step PGD using SmoothAdv");
@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from .macer import MacerSettings
-from .smoothadv import SmoothAdv
-from ..hparams import METHOD_KEYS
+from rslib.training.macer import MacerSettings
+from rslib.training.smoothadv import SmoothAdv
+from rslib.training.hparams import METHOD_KEYS
 
 
 class AdvMacer(SmoothAdv):

@@ -38,10 +38,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from .base import TrainingMethod
-from .copies import copy_labels, noisy_copies, split_copies
-from ..hparams import METHOD_KEYS
+from rslib.runtime.errors import ConfigError
+from rslib.training.base import TrainingMethod
+from rslib.training.copies import copy_labels, noisy_copies, split_copies
+from rslib.training.hparams import METHOD_KEYS
 
 #: λ of the CIFAR-10 "cohen" runs by σ (see the module docstring).
 CIFAR10_LBD: dict[float, float] = {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}

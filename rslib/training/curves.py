@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_path
-from ..smoothing import Smooth
+from rslib.runtime.io import atomic_path
+from rslib.certification.smooth import Smooth
 
 CURVE_COLUMNS = ("epoch", "train_seconds", "acr", "accuracy", "images")
 

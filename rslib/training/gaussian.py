@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import TrainingMethod
+from rslib.training.base import TrainingMethod
 
 
 class Gaussian(TrainingMethod):

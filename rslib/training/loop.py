@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import read_checkpoint
-from ..io import atomic_path
-from ..noise import mix_seed
-from ..progress import format_duration
-from .base import TrainingMethod
+from rslib.models.checkpoint import read_checkpoint
+from rslib.runtime.io import atomic_path
+from rslib.certification.noise import mix_seed
+from rslib.runtime.progress import format_duration
+from rslib.training.base import TrainingMethod
 
 _ORDER, _STEP, _INIT = 101, 102, 103  # seed-stream tags
 

@@ -37,11 +37,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from .base import TrainingMethod
-from .copies import mean_over_copies, noisy_copies
-from .smoothadv import hparam_value, soft_smoothed_log_probs
-from ..hparams import METHOD_KEYS
+from rslib.runtime.errors import ConfigError
+from rslib.training.base import TrainingMethod
+from rslib.training.copies import mean_over_copies, noisy_copies
+from rslib.training.smoothadv import hparam_value, soft_smoothed_log_probs
+from rslib.training.hparams import METHOD_KEYS
 
 
 def normal_icdf(p: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ published "multitrain" CIFAR-10 model):
 
 1. draw m standard normal noise vectors per image, once (``noise = torch.randn_like(inputs)``
    on the m-fold repeated batch);
-2. with the model in eval mode, run :func:`rslib.attacks.smooth_adv_pgd` (T steps, radius ε
+2. with the model in eval mode, run :func:`rslib.training.attacks.smooth_adv_pgd` (T steps, radius ε
    warmed up linearly over the first 10 epochs) on the smoothed soft classifier, using those
    draws;
 3. back in train mode, the loss is the **cross-entropy of every noisy copy, averaged over all
@@ -33,11 +33,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..attacks import smooth_adv_pgd, warmup_epsilon
-from ..errors import ConfigError
-from .base import TrainingMethod
-from .copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
-from ..hparams import METHOD_KEYS
+from rslib.training.attacks import smooth_adv_pgd, warmup_epsilon
+from rslib.runtime.errors import ConfigError
+from rslib.training.base import TrainingMethod
+from rslib.training.copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
+from rslib.training.hparams import METHOD_KEYS
 
 
 def hparam_value(hparams: dict[str, Any], key: str, method: str, default: Any = None) -> Any:

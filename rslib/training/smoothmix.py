@@ -45,11 +45,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from .base import TrainingMethod
-from .consistency import _sigma_default
-from .copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
-from ..hparams import METHOD_KEYS
+from rslib.runtime.errors import ConfigError
+from rslib.training.base import TrainingMethod
+from rslib.training.consistency import _sigma_default
+from rslib.training.copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
+from rslib.training.hparams import METHOD_KEYS
 
 #: PGD step size α of the CIFAR-10 runs by σ (``EXPERIMENTS.MD``).
 CIFAR10_ALPHA: dict[float, float] = {0.25: 0.5, 0.5: 1.0, 1.0: 2.0}

@@ -1,0 +1,491 @@
+"""Released checkpoints of the reference implementations as ordinary rslib models.
+
+``000`` did not retrain SmoothAdv: "For SmoothAdv, we pick the best models under different
+σ = 0.25, 0.50, 1.00 from the Github repository of [19]" (Sec. 4, "Baseline models"). This
+module turns such a file into an rslib model file (architecture, dataset, σ, method and input
+normalisation recorded beside the weights), so that certification, stored member outputs,
+ensembles, tables and figures treat it like a model the workflow trained.
+
+Formats (read from the public code of each repository; the loader is ours):
+
+``cohen`` — Cohen et al. (locuslab/smoothing), and the same layout written by
+    ``consistency`` (jh-jeong/smoothing-consistency) and ``smoothmix`` (jh-jeong/smoothmix):
+    ``torch.save({'epoch', 'arch', 'state_dict', 'optimizer'})`` of
+    ``Sequential(NormalizeLayer(mean, std), net)``. The normalisation layer holds no state, so
+    keys start at ``1.`` (``1.conv1.weight`` …) and the constants are those of the repository
+    (CIFAR-10 mean/std, ImageNet mean/std: the values of :mod:`rslib.data.registry`). On
+    ImageNet ``net`` is ``DataParallel(resnet50)``: keys ``1.module.conv1.weight`` ….
+    ``arch`` is ``cifar_resnet20``, ``cifar_resnet110`` or ``resnet50``.
+``smoothadv`` — Salman et al. (Hadisalman/smoothing-adversarial): Cohen's layout, but the
+    input layer is either ``NormalizeLayer`` or ``InputCenterLayer`` (x − mean, no division),
+    and the file does not record which. The authors' README gives the rule by release folder,
+    below the root ``pretrained_models/`` of their archive: ``imagenet32/``,
+    ``cifar10/finetune_cifar_from_imagenetPGD2steps/`` and ``cifar10/self_training/``
+    normalise; ``imagenet/`` and every other ``cifar10/`` folder centre.
+    :func:`smoothadv_input_layer` applies that rule to the folders after the path's last
+    ``pretrained_models`` component, and only there: any other path needs ``input_layer``
+    (the folder names alone also occur elsewhere — Cohen's ``models/cifar10/…`` normalises).
+    An explicit ``input_layer`` overrides the rule.
+``macer`` — Zhai et al. (RuntianZ/macer): ``torch.save({'net', 'epoch'})`` of the bare
+    ResNet-110 (``conv1.weight`` …, no prefix) that takes [0, 1] pixels with no normalisation
+    at all (its data pipeline is ``ToTensor()`` only).
+
+The CIFAR ResNets of all these repositories have the key names and shapes of
+:class:`rslib.models.architectures.CifarResNet` (``conv1``, ``bn1``, ``layer{1,2,3}.k.{conv1,bn1,conv2,bn2}``,
+``layer{2,3}.0.downsample.{0,1}``, ``fc``); their average pooling is ``AvgPool2d(8)``, equal to
+our adaptive pooling on 32×32 inputs.
+
+What a file does not record is checked where it can be: the architecture against the
+dataset's configured one (``arch`` key, or the ResNet depth counted from the keys), the number
+of classes against the dataset, σ against a ``noise_<σ>`` folder in the path (the layout of
+Cohen's and Salman's releases: ``…/noise_0.25/checkpoint.pth.tar``), and the format against
+the release archive the path lies in (:func:`release_root`): a file below SmoothAdv's
+``pretrained_models/`` declared ``cohen``/``consistency``/``smoothmix`` (which always
+normalise), or one in Cohen et al.'s ``models/<cifar10|imagenet>/<arch>/noise_<σ>/`` declared
+``smoothadv`` (which would centre a normalising model), is refused unless ``input_layer`` says
+which layer the file has. A mismatch, or a file of another format, is refused with one line
+naming what was expected and what was found, and nothing is written.
+
+What no path or key can show — a wrong input layer, σ or format that still loads — is caught
+after the import where the data allows it, by :func:`plausibility`: the model's accuracy on
+the first 100 evaluation images under one seeded Gaussian draw at the slot's σ must reach
+:func:`plausibility_threshold` (20 %), and no other input layer may do clearly better on the
+same noisy images (see there for the threshold and for which mistakes it cannot see).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+import torch
+from rslib.models.checkpoint import ModelSpec, read_checkpoint, save_model
+from rslib.data.registry import DatasetInfo, dataset_info
+from rslib.runtime.errors import CheckpointError
+from rslib.runtime.io import file_digest
+from rslib.models.architectures import InputNormalization
+from rslib.certification.noise import NoiseStream
+
+
+#: format name → (dictionary key of the weights, default input layer)
+FORMATS: dict[str, tuple[str, str]] = {
+    "cohen": ("state_dict", "normalize"),
+    "consistency": ("state_dict", "normalize"),
+    "smoothmix": ("state_dict", "normalize"),
+    "smoothadv": ("state_dict", "by_folder"),
+    "macer": ("net", "none"),
+}
+
+
+INPUT_LAYERS = ("normalize", "center", "none")
+
+
+#: formats that always normalise: Cohen et al.'s, and the repositories that kept its layout
+COHEN_LAYOUT = ("cohen", "consistency", "smoothmix")
+
+
+#: ``arch`` names of the Cohen-layout repositories → our architectures
+FOREIGN_ARCHS = {"cifar_resnet20": "resnet20", "cifar_resnet110": "resnet110", "resnet50": "resnet50"}
+
+
+#: root folder of SmoothAdv's release archive (the authors' README: "pretrained_models/cifar10/ contains …")
+SMOOTHADV_ROOT = "pretrained_models"
+
+
+#: SmoothAdv's input layer by the first folder below the root (the authors' README) …
+SMOOTHADV_TOP_FOLDERS = {"imagenet32": "normalize", "imagenet": "center", "cifar10": "center"}
+
+
+#: … except these second folders below ``cifar10/``, which normalise
+SMOOTHADV_NORMALIZE_CIFAR10 = ("finetune_cifar_from_imagenetPGD2steps", "self_training")
+
+
+#: Cohen et al.'s release archive (locuslab/smoothing): models/<dataset>/<arch>/noise_<σ>/checkpoint.pth.tar
+COHEN_ROOT, COHEN_DATASETS = "models", ("cifar10", "imagenet")
+
+
+_NOISE_FOLDER = re.compile(r"(?:^|/)noise_(\d+(?:\.\d+)?)(?:/|$)")
+
+
+_NOISE_NAME = re.compile(r"noise_\d+(?:\.\d+)?")
+
+
+#: the plausibility check reads at most this many images, the first of the evaluation subset
+PLAUSIBILITY_IMAGES = 100
+
+
+#: its accuracy threshold on the 10-class datasets (twice chance); see plausibility_threshold
+PLAUSIBLE_ACCURACY = 0.20
+
+
+#: another input layer correct on at least this many more of the same noisy images → refused
+LAYER_MARGIN = 10
+
+
+def _folders(path: str | os.PathLike) -> list[str]:
+    """The folder components of ``path`` (its file name dropped)."""
+    return Path(path).as_posix().split("/")[:-1]
+
+
+def release_root(path: str | os.PathLike) -> str | None:
+    """Whose release archive ``path`` lies in, by the archive's own root folder: ``"smoothadv"``
+    below a ``pretrained_models/`` folder (Salman et al.'s archive), ``"cohen"`` in a
+    ``models/<cifar10|imagenet>/<arch>/noise_<σ>/`` folder (Cohen et al.'s:
+    ``models/cifar10/resnet110/noise_0.25/checkpoint.pth.tar``), None elsewhere. When both
+    occur, the deeper one is the archive the file was unpacked from."""
+    folders = _folders(path)
+    smoothadv = max((i for i, f in enumerate(folders) if f == SMOOTHADV_ROOT), default=-1)
+    cohen = max((i for i in range(len(folders) - 3) if folders[i] == COHEN_ROOT
+                 and folders[i + 1] in COHEN_DATASETS and _NOISE_NAME.fullmatch(folders[i + 3])), default=-1)
+    if smoothadv < 0 and cohen < 0:
+        return None
+    return "smoothadv" if smoothadv > cohen else "cohen"
+
+
+def smoothadv_input_layer(path: str | os.PathLike) -> str:
+    """SmoothAdv's input layer by release folder (the authors' README): "normalize" or "center".
+
+    The rule reads the folders after the path's last ``pretrained_models`` component (the
+    root of the authors' archive), where it agrees with the README on every release folder;
+    a path without that root needs ``input_layer`` in the configuration."""
+    folders = _folders(path)
+    if SMOOTHADV_ROOT not in folders:
+        raise CheckpointError(
+            f"{path}: SmoothAdv checkpoints do not record their input layer, and the path is not below the "
+            f"release archive's {SMOOTHADV_ROOT}/ folder whose subfolders decide it (the authors' README); "
+            f"set input_layer: normalize or center"
+        )
+    below = folders[len(folders) - folders[::-1].index(SMOOTHADV_ROOT):]
+    top = below[0] if below else None
+    if top == "cifar10" and len(below) > 1 and below[1] in SMOOTHADV_NORMALIZE_CIFAR10:
+        return "normalize"
+    if top in SMOOTHADV_TOP_FOLDERS:
+        return SMOOTHADV_TOP_FOLDERS[top]
+    raise CheckpointError(
+        f"{path}: below {SMOOTHADV_ROOT}/ the folder {top!r} is none of {', '.join(SMOOTHADV_TOP_FOLDERS)} that "
+        f"decide SmoothAdv's input layer (the authors' README); set input_layer: normalize or center"
+    )
+
+
+def _check_release_root(path: str | os.PathLike, fmt: str) -> None:
+    """Refuse a format that contradicts the release archive the file lies in (see
+    :func:`release_root`); called only when no explicit ``input_layer`` says otherwise."""
+    root = release_root(path)
+    if fmt == "smoothadv" and root == "cohen":
+        raise CheckpointError(
+            f"{path}: the file lies in Cohen et al.'s release layout "
+            f"{COHEN_ROOT}/<cifar10|imagenet>/<arch>/noise_<σ>/ (locuslab/smoothing), whose models normalise their "
+            f"input, but format smoothadv would centre it; set format: cohen (or input_layer: if this really is a "
+            f"SmoothAdv file)"
+        )
+    if fmt in COHEN_LAYOUT and root == "smoothadv":
+        raise CheckpointError(
+            f"{path}: the file lies below {SMOOTHADV_ROOT}/, the root of SmoothAdv's release archive "
+            f"(Hadisalman/smoothing-adversarial) whose input layer follows the release folder, but format {fmt} "
+            f"always normalises; set format: smoothadv (or input_layer: if this really is a {fmt} file)"
+        )
+
+
+def sigma_in_path(path: str | os.PathLike) -> float | None:
+    """σ of a ``…/noise_<σ>/…`` release folder, or None when the path has none."""
+    match = _NOISE_FOLDER.search(Path(path).as_posix())
+    return float(match.group(1)) if match else None
+
+
+def _cifar_depth(keys: list[str]) -> int | None:
+    """Depth 6n + 2 of a CIFAR ResNet from its keys (n BasicBlocks in layer1), None if not one."""
+    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"layer1\.(\d+)\.conv1\.weight$", k))}
+    if not blocks or any(k.startswith("layer4.") for k in keys):
+        return None
+    return 6 * (max(blocks) + 1) + 2
+
+
+def _strip(state: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """Remove the first of ``prefixes`` that every key starts with (in order, repeatedly)."""
+    out = dict(state)
+    for prefix in prefixes:
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` for the import record (JSON): a pickled file may hold numpy scalars and the like."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return int(value) if hasattr(value, "__index__") else str(value)
+
+
+def input_layer_constants(info: DatasetInfo, layer: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of :class:`rslib.models.architectures.InputNormalization` that computes the input layer
+    ``layer`` on ``info``'s images: normalise (x − mean) / std, centre x − mean, or none."""
+    channels = info.image_shape[0]
+    if layer == "normalize":
+        return tuple(info.mean), tuple(info.std)
+    if layer == "center":
+        return tuple(info.mean), (1.0,) * channels
+    if layer == "none":
+        return (0.0,) * channels, (1.0,) * channels
+    raise CheckpointError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {layer!r}")
+
+
+def released_model(
+    path: str | os.PathLike,
+    fmt: str,
+    *,
+    dataset: str,
+    arch: str,
+    sigma: float,
+    method: str,
+    seed: int,
+    input_layer: str | None = None,
+    allow_pickle: bool = False,
+    entry: str = "the released entry",
+) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
+    """Rebuild a released checkpoint as ``Sequential(InputNormalization, backbone)``.
+
+    Returns ``(model in eval mode, spec, import record)``; the record (source path, SHA-256,
+    format, input layer, what the file said) goes into the model file's provenance.
+    ``allow_pickle`` loads a file that also pickles Python objects (``torch.load`` with
+    ``weights_only=False``: only for a trusted source); without it such a file is refused with
+    a line naming ``allow_pickle: true in {entry}`` (``entry``: the configuration entry).
+    """
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown released-checkpoint format {fmt!r}; known: {', '.join(sorted(FORMATS))}")
+    weights_key, default_layer = FORMATS[fmt]
+    if input_layer is None:
+        _check_release_root(path, fmt)
+    layer = input_layer or default_layer
+    if layer == "by_folder":
+        layer = smoothadv_input_layer(path)
+    if layer not in INPUT_LAYERS:
+        raise CheckpointError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {layer!r}")
+    info = dataset_info(dataset)
+
+    path_sigma = sigma_in_path(path)
+    if path_sigma is not None and not math.isclose(path_sigma, sigma, abs_tol=1e-9):
+        raise CheckpointError(f"{path}: expected a model for sigma={sigma:g}, found one trained at sigma={path_sigma:g} "
+                              f"(its folder noise_{path_sigma:g})")
+
+    blob = read_checkpoint(path, recover="replace it with an intact copy of the released file",
+                           allow_pickle=allow_pickle, pickle_switch=f"allow_pickle: true in {entry}")
+    if not isinstance(blob, dict) or not isinstance(blob.get(weights_key), dict):
+        found = sorted(map(str, blob))[:6] if isinstance(blob, dict) else type(blob).__name__
+        raise CheckpointError(f"{path}: expected a {fmt} checkpoint (a dict with {weights_key!r}), found keys {found}")
+    file_arch = blob.get("arch")
+    if weights_key == "state_dict":
+        if not isinstance(file_arch, str) or file_arch not in FOREIGN_ARCHS:
+            raise CheckpointError(f"{path}: expected arch {arch!r} ({', '.join(FOREIGN_ARCHS)} in the file), "
+                                  f"found arch {file_arch!r}")
+        found_arch = FOREIGN_ARCHS[file_arch]
+        state = _strip(blob[weights_key], ("1.", "module."))
+        if any(k.startswith("0.") for k in blob[weights_key]):
+            raise CheckpointError(f"{path}: expected Cohen's layout (no state in the input layer), found keys under '0.'")
+    else:
+        state = _strip(blob[weights_key], ("module.",))
+        depth = _cifar_depth(list(state))
+        found_arch = f"resnet{depth}" if depth else "not a CIFAR ResNet"
+    if found_arch != arch:
+        raise CheckpointError(f"{path}: expected architecture {arch!r} (datasets.{dataset}.arch), found {found_arch!r}")
+    fc = state.get("fc.weight")
+    if not isinstance(fc, torch.Tensor) or fc.ndim != 2:
+        raise CheckpointError(f"{path}: expected a classifier layer 'fc.weight', found none")
+    if fc.shape[0] != info.num_classes:
+        raise CheckpointError(f"{path}: expected {info.num_classes} classes ({dataset}), found {fc.shape[0]}")
+
+    mean, std = input_layer_constants(info, layer)
+    spec = ModelSpec(arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
+                     mean=mean, std=std, sigma=float(sigma), method=method, seed=int(seed), hparams={})
+    model = spec.build()
+    expected = model[1].state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
+    if missing or unexpected or resized:
+        found = "; ".join(f"{what} {keys[:3]}{'…' if len(keys) > 3 else ''}" for what, keys in
+                          (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", resized)) if keys)
+        raise CheckpointError(f"{path}: weights do not fit {arch!r}: {found}")
+    model[1].load_state_dict(state)
+    record = {
+        "source": str(path), "sha256": file_digest(path, "sha256"), "format": fmt, "input_layer": layer,
+        "arch_in_file": _json_value(file_arch), "epoch_in_file": _json_value(blob.get("epoch")),
+        "sigma_in_path": path_sigma, "allow_pickle": bool(allow_pickle),
+    }
+    return model.eval(), spec, record
+
+
+# --- plausibility: what no path or key shows --------------------------------------------------------
+@dataclass(frozen=True)
+class CheckImages:
+    """The images of the plausibility check: the first :data:`PLAUSIBILITY_IMAGES` of the
+    dataset's evaluation subset ([0, 1] pixels, N×C×H×W), their labels, their dataset indices
+    (which address the noise: phase ``"import_check"`` of ``NoiseStream(noise_seed)``, so every
+    rerun, machine and slot of the dataset sees the same draw on the CPU) and the seed."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: tuple[int, ...]
+    noise_seed: int
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, evaluation_indices: Sequence[int], noise_seed: int,
+                     limit: int = PLAUSIBILITY_IMAGES) -> CheckImages:
+        """``dataset[i]`` → (image, label) for the first ``limit`` of ``evaluation_indices``
+        (fewer when the subset is smaller): :func:`rslib.data.load.load_split`'s test split and
+        :func:`rslib.data.load.evaluation_subset`'s indices."""
+        indices = tuple(int(i) for i in list(evaluation_indices)[:limit])
+        if not indices:
+            raise CheckpointError("the plausibility check needs at least one evaluation image")
+        pairs = [dataset[i] for i in indices]
+        images = torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in pairs])
+        labels = torch.tensor([int(y) for _, y in pairs], dtype=torch.int64)
+        return cls(images, labels, indices, int(noise_seed))
+
+
+def plausibility_threshold(num_classes: int) -> float:
+    """Accuracy a correctly imported model must reach in :func:`plausibility`: 20 %, and at
+    least twice chance (2/classes; the same 20 % on every registered dataset).
+
+    Why 20 %: chance is 10 % on CIFAR-10, SVHN and digits and 0.1 % on ImageNet; a model that
+    ignores its input and names one class gets that class's share, at most 13 % of the first
+    100 digits test images. A chance-level 10-class classifier reaches 20 of 100 with
+    probability 0.2 % (binomial tail), a 1000-class one practically never. The weakest models
+    000 reports are at σ = 1.00: 42.4 % (MACER, CIFAR-10, Table 1) and 37.8 % (MACER,
+    ImageNet, Table 4) clean accuracy of the smoothed classifier; the reference repositories
+    agree (MACER's README: Cohen 47 %, Salman 45 %, MACER 45 % on CIFAR-10 at σ = 1.00). One
+    noisy draw of the base classifier scores lower than the smoothed classifier's majority vote;
+    we have not measured it on the released files, but even a model at 30 % per draw falls
+    below 20 of 100 with probability 0.9 %, one at 35 % with 0.03 % (and the draw is seeded,
+    so a model passes or fails the same way on every rerun; accept_implausible overrides)."""
+    return max(PLAUSIBLE_ACCURACY, 2.0 / int(num_classes))
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.3g}%"
+
+
+@torch.inference_mode()
+def _correct(backbone: torch.nn.Module, layers: Mapping[str, InputNormalization], noisy: torch.Tensor,
+             labels: torch.Tensor, batch: int = 25) -> dict[str, int]:
+    """Images classified correctly by ``backbone`` behind each input layer, on the same ``noisy`` batch."""
+    counts = dict.fromkeys(layers, 0)
+    for start in range(0, len(noisy), batch):
+        x, y = noisy[start:start + batch], labels[start:start + batch]
+        for name, layer in layers.items():
+            counts[name] += int((backbone(layer(x)).argmax(dim=1) == y).sum())
+    return counts
+
+
+def plausibility(
+    model: torch.nn.Sequential,
+    check: CheckImages,
+    *,
+    dataset: str,
+    sigma: float,
+    input_layer: str,
+    fmt: str,
+    source: str | os.PathLike,
+    accept: bool = False,
+    entry: str = "the released entry",
+) -> dict[str, Any]:
+    """Is ``model`` (an imported ``Sequential(input layer, backbone)``) plausibly the model the
+    slot says — right input layer, σ and format? Returns the record for the model file; refuses
+    an implausible model with one line unless ``accept`` (``accept_implausible: true`` in
+    ``entry``), which imports it anyway and marks the record.
+
+    The measurement: ``check``'s images (the first 100 of the evaluation subset), each with ONE
+    seeded Gaussian draw at ``sigma`` added to its [0, 1] pixels, not clipped (as everywhere in
+    rslib: Cohen et al.'s ``Smooth``), classified by the base network behind each of the three
+    input layers (normalise, centre, none) — the same noisy images for all three. Refused when
+
+    * the configured layer's accuracy is below :func:`plausibility_threshold` (20 %), or
+    * another input layer classifies at least :data:`LAYER_MARGIN` (10) more of the images
+      correctly: a wrong input layer need not fall to chance (it shifts and rescales the
+      input of a network whose ReLUs and batch norms partly absorb that), but the right layer
+      is the one the network was trained behind, so it should not lose clearly to another.
+      With fewer than 100 images both rules still count images, so they get weaker, not
+      stricter; with 10 images the second rule practically never fires.
+
+    What one accuracy can see, and what not. A wrong input layer: when it hurts accuracy, as
+    in the tests (a centre-layer network behind a normalise layer, on digits). A wrong σ: only
+    a model trained at a much smaller σ than the slot's (its accuracy collapses under more
+    noise than it was trained for) — how much smaller depends on the data: on the 8×8 digits a
+    network trained at σ = 0.25 still classifies about a third of the images at σ = 1.0 and
+    20–25 % at σ = 2.0, around the threshold; tests/unit/test_released.py refuses it at σ = 4.0.
+    On CIFAR-10 and ImageNet we have not measured how far a released σ = 0.25 model falls at
+    σ = 1.0. The other direction — a file trained at a larger σ in a smaller-σ slot — is
+    invisible: less noise rarely lowers accuracy; the ``noise_<σ>`` folder check is the guard
+    there, and MACER's files have none. A wrong format shows as a wrong input layer (the
+    formats that load the same keys differ in nothing else).
+
+    ``input_layer`` names the layer ``model[0]`` computes (the configured one); the other two
+    are built from the dataset's constants (:func:`input_layer_constants`).
+    """
+    info = dataset_info(dataset)
+    if input_layer not in INPUT_LAYERS:
+        raise CheckpointError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {input_layer!r}")
+    if check.images.ndim != 4 or check.images.shape[1] != info.image_shape[0]:
+        raise CheckpointError(f"plausibility check: expected {info.image_shape[0]}-channel images of {dataset}, "
+                              f"found a batch of shape {tuple(check.images.shape)}")
+    noise = NoiseStream(check.noise_seed, "cpu")
+    shape = tuple(check.images.shape[1:])
+    draws = torch.cat([noise.sample(i, "import_check", 0, 1, shape) for i in check.indices])
+    noisy = check.images + float(sigma) * draws
+    layers = {name: model[0] if name == input_layer else InputNormalization(*input_layer_constants(info, name))
+              for name in INPUT_LAYERS}
+    backbone = model[1].eval()
+    counts = _correct(backbone, layers, noisy, check.labels)
+    n, correct = len(check.indices), counts[input_layer]
+    accuracy, threshold = correct / n, plausibility_threshold(info.num_classes)
+    best = max((name for name in INPUT_LAYERS if name != input_layer), key=lambda name: counts[name])
+    problem = None
+    measured = (f"{_pct(accuracy)} of {n} evaluation images correct under one noise draw at sigma={sigma:g}")
+    if accuracy < threshold:
+        hint = f"; input layer {best} gets {_pct(counts[best] / n)}" if counts[best] >= correct + LAYER_MARGIN else ""
+        problem = f"{measured}, below the threshold {_pct(threshold)} (chance {_pct(1 / info.num_classes)}){hint}"
+    elif counts[best] >= correct + LAYER_MARGIN:
+        problem = (f"{measured} (threshold {_pct(threshold)}), but input layer {best} gets "
+                   f"{_pct(counts[best] / n)} on the same noisy images")
+    if problem is not None and not accept:
+        raise CheckpointError(
+            f"{source}: implausible import: {problem}; suspects: input layer {input_layer}, sigma {sigma:g}, "
+            f"format {fmt}; correct them, or set accept_implausible: true in {entry} to import it anyway"
+        )
+    return {
+        "images": n, "correct": correct, "accuracy": accuracy, "threshold": threshold,
+        "chance": 1 / info.num_classes, "sigma": float(sigma), "noise_seed": check.noise_seed,
+        "noise_phase": "import_check", "input_layer": input_layer,
+        "accuracy_by_input_layer": {name: counts[name] / n for name in INPUT_LAYERS},
+        "passed": problem is None, "accepted_implausible": problem is not None, "problem": problem,
+    }
+
+
+def import_released(
+    path: str | os.PathLike,
+    fmt: str,
+    out_model: str | os.PathLike,
+    *,
+    check: CheckImages | None,
+    accept_implausible: bool = False,
+    entry: str = "the released entry",
+    provenance: Mapping[str, Any] | None = None,
+    **slot: Any,
+) -> dict[str, Any]:
+    """Write ``path`` (a released checkpoint of format ``fmt``) as an rslib model file at
+    ``out_model`` for the grid slot ``slot`` (``dataset``, ``arch``, ``sigma``, ``method``,
+    ``seed``, optional ``input_layer``, ``allow_pickle``: see :func:`released_model`); returns
+    the import record, whose ``plausibility`` is :func:`plausibility`'s record on ``check``
+    (None: not checked — the workflow always checks; ``check=None`` is for tests of the
+    layouts with random weights). ``entry`` names the configuration entry in the messages.
+    Nothing is written when the file is refused."""
+    model, spec, record = released_model(path, fmt, entry=entry, **slot)
+    record["plausibility"] = None if check is None else plausibility(
+        model, check, dataset=spec.dataset, sigma=spec.sigma, input_layer=record["input_layer"], fmt=fmt,
+        source=path, accept=accept_implausible, entry=entry)
+    save_model(out_model, model, spec, {"imported": record, "train_seconds": None,
+                                        "provenance": dict(provenance or {})})
+    return record

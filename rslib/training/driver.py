@@ -1,0 +1,133 @@
+"""Training methods and the entry point the workflow's ``train`` rule calls."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+import torch
+from rslib.training.advmacer import AdvMacer
+from rslib.training.base import TrainingMethod
+from rslib.training.consistency import Consistency
+from rslib.training.gaussian import Gaussian
+from rslib.training.macer import Macer
+from rslib.training.smoothadv import SmoothAdv
+from rslib.training.smoothmix import SmoothMix
+from rslib.runtime.devices import resolve_device
+
+
+#: Registered methods by the name used in config and in the ``method`` wildcard.
+METHODS: dict[str, type[TrainingMethod]] = {
+    cls.name: cls for cls in (Gaussian, SmoothAdv, Macer, AdvMacer, Consistency, SmoothMix)
+}
+
+
+def get_method(name: str) -> type[TrainingMethod]:
+    from rslib.runtime.errors import ConfigError
+
+    if name not in METHODS:
+        raise ConfigError(f"unknown training method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def run_training(
+    *,
+    data_meta: str | os.PathLike,
+    out_model: str | os.PathLike,
+    checkpoint_dir: str | os.PathLike,
+    dataset: str,
+    arch: str,
+    method: str,
+    sigma: float,
+    seed: int,
+    hparams: dict[str, Any],
+    device: str = "auto",
+    threads: int | None = None,
+    workers: int = 4,
+    curve: dict[str, Any] | None = None,
+    out_curve: str | os.PathLike | None = None,
+    eval_indices: list[int] | None = None,
+    heldout_images: int = 0,
+) -> dict[str, Any]:
+    """Train one model and save it (with spec, history, timing and provenance) to ``out_model``.
+
+    Resumable: rerunning after an interruption continues from ``checkpoint_dir`` when the
+    state there was saved for the same model spec, curve settings, curve images and held-out
+    split (the resume key); otherwise training starts afresh.
+    With ``curve`` (see :class:`rslib.training.curves.CurveConfig`), an ACR estimate on the
+    first images of ``eval_indices`` is recorded periodically and written to ``out_curve``.
+    ``heldout_images`` training images (:func:`rslib.data.load.heldout_split`) are left out of
+    training, for the ensemble weights fitted on held-out data.
+    Returns the ``extra`` record saved with the model.
+    """
+    from rslib.runtime import provenance
+    from rslib.models.checkpoint import ModelSpec, save_model
+    from rslib.data.load import TensorImageDataset, heldout_split, load_split
+    from rslib.data.registry import dataset_info
+    from rslib.training.hparams import check_hparam_keys
+    from rslib.certification.noise import mix_seed
+    from rslib.runtime.versions import STAGE_VERSIONS
+    from rslib.training.curves import CurveConfig, curve_hook, curve_images, write_curve
+    from rslib.training.loop import InMemoryBatches, LoaderBatches, OptimConfig, train_loop
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = resolve_device(device)
+    info = dataset_info(dataset)
+    method_cls = get_method(method)
+    check_hparam_keys(method, hparams, f"hparams of {method}")
+    optim = OptimConfig.from_hparams(hparams)
+    spec = ModelSpec(
+        arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
+        mean=tuple(info.mean), std=tuple(info.std), sigma=float(sigma), method=method, seed=int(seed),
+        hparams=dict(hparams),
+    )
+    curve_config = CurveConfig.from_dict(curve)
+    if curve_config is not None and eval_indices is None:
+        raise ValueError("training curves need the evaluation subset (eval_indices)")
+    # The saved state carries the curve's history (ACR on the curve's images), so the images
+    # belong to the resume key: other images start afresh instead of resuming an old curve.
+    key: dict[str, Any] = {"spec": spec.__dict__, "curve": curve, "heldout": heldout_images,
+                           "train_version": STAGE_VERSIONS["train"]}
+    if curve_config is not None:
+        key["curve_images"] = curve_images(curve_config, eval_indices)
+    run_key = provenance.config_hash(key)
+    torch.manual_seed(mix_seed(seed, 103))
+    model = spec.build().to(dev)
+    train_set = load_split(data_meta, "train")
+    if heldout_images:
+        kept, _ = heldout_split(len(train_set), heldout_images)
+        if hasattr(train_set, "images"):
+            train_set = TensorImageDataset(train_set.images[kept], train_set.labels[kept], train_set.num_classes)
+        else:
+            train_set = torch.utils.data.Subset(train_set, kept)
+    if hasattr(train_set, "images"):
+        batches = InMemoryBatches(train_set.images, train_set.labels, optim.batch_size, seed, dev)
+    else:
+        batches = LoaderBatches(train_set, optim.batch_size, seed, dev, workers)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    log(
+        f"training {method} {arch} on {dataset} at sigma={sigma:g}, seed {seed}: {optim.epochs} epochs x "
+        f"{batches.steps_per_epoch} steps of {optim.batch_size} on {dev}"
+    )
+    hook = None
+    if curve_config is not None:
+        hook = curve_hook(
+            curve_config, load_split(data_meta, "test"), eval_indices, sigma=float(sigma),
+            num_classes=info.num_classes, device=dev, total_epochs=optim.epochs, log=log,
+        )
+    state = train_loop(
+        model, method_cls(sigma, hparams), batches, optim, seed=int(seed), checkpoint_dir=checkpoint_dir,
+        run_key=run_key, augment=hparams.get("augment"), log=log, on_epoch_end=hook,
+    )
+    extra = {
+        "train_seconds": state.seconds,
+        "heldout_images": int(heldout_images),
+        "history": state.history,
+        "provenance": provenance.collect(dev, {"spec": spec.__dict__}),
+    }
+    if out_curve is not None:
+        write_curve(state.history, out_curve)
+    save_model(out_model, model, spec, extra)
+    log(f"saved {out_model} after {state.seconds:.1f}s of training")
+    return extra
