@@ -1,1 +1,4 @@
-"""TODO package docstring."""
+"""Certification of smoothed classifiers: the noise stream (:mod:`.noise`), Cohen et al.'s
+``Smooth`` with PREDICT and CERTIFY (:mod:`.smooth`), the certificate TSV (:mod:`.tsv`), sharded
+certification and its exact merge (:mod:`.certify`), CertifyAdp and Soft-RS certification
+(:mod:`.adaptive`) and published certification logs (:mod:`.published_logs`)."""

@@ -1,4 +1,7 @@
-"""TODO docstring (from rslib.report.summaries)."""
+"""Published certification logs (Cohen et al.'s format, as the reference repositories release
+them) restricted to the evaluation subset and written as this workflow's certificate: every row
+checked (:func:`rslib.certification.tsv.check_row`), the classes of the dataset, the σ named in
+the log's path, and the evaluation images present."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO docstring (from rslib.report.summaries, rslib.certification.certify)."""
+"""The certificate TSV of Cohen et al. (``idx label predict radius correct time``; ``predict`` −1
+abstains): writing one row, checking one row (ours and published logs share the checker) and
+reading a whole file. Ours writes radii unrounded and times in seconds; published logs round
+radii and write times as ``h:mm:ss.ffffff``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """GPU-hour estimates for a configured run, from measured per-step costs.
 
-:func:`measure_costs` times a few real optimisation steps of each configured training method
+:func:`rslib.costs.measure.measure_costs` times a few real optimisation steps of each configured training method
 (the model built from its :class:`rslib.models.checkpoint.ModelSpec`, the method's own ``loss`` and the
 training loop's own step function, on random images of the dataset's shape) and the noisy
 forward passes of certification (``Smooth.sample_counts``, the code CERTIFY runs).

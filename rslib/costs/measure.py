@@ -1,4 +1,5 @@
-"""TODO docstring (from rslib.costs)."""
+"""Per-step costs measured on the job's device: a few real optimisation steps of each configured
+training setting and certification's noisy forward pass (SPEC "Performance")."""
 
 from __future__ import annotations
 

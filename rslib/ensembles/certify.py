@@ -4,6 +4,12 @@ Certification from stored member outputs (:func:`certify_scheme_from_outputs`) a
 evaluation of the member networks (:func:`certify_scheme_direct`, for datasets where storing
 outputs is too large, config ``ensemble_evaluation: direct``) run the same decisions on the same
 noise (:class:`rslib.certification.noise.NoiseStream`).
+
+EsbRS (``000`` Sec. 3.2, "Formulation") smooths the *hard decision* of an ensemble, h(x) =
+argmax_c Σ_l w_l F^l(x)_c, and Theorem 3.1 gives the usual Cohen et al. certificate for the
+smoothed h; every member sees the same noise draw. Certifying from the members' stored outputs
+(:mod:`rslib.ensembles.outputs`) is therefore exactly ``Smooth(EnsembleClassifier(...))`` on
+the same noise, at the cost of a reduction.
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""TODO docstring (from rslib.ensembles)."""
+"""Members' outputs on the shared, seeded noise stream, computed once per member and stored.
+
+Because an ensemble's decision on a noisy input is a deterministic function of its members'
+logits on that input, each member is run *once* on the noise stream
+(:class:`rslib.certification.noise.NoiseStream`, the phases and indices of
+:class:`rslib.certification.smooth.Smooth`) and its logits stored; every ensemble (rule, weights,
+subset, size; SPEC "Performance", ``000`` Figure 3) is then a cheap reduction over the stored
+tensors (:mod:`rslib.ensembles.certify`). Members of per-point EsbRS weights also store their
+pseudo-model outputs (``000`` Alg. 2's m·n samples per image).
+"""
 
 from __future__ import annotations
 

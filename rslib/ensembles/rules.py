@@ -1,4 +1,19 @@
-"""TODO docstring (from rslib.ensembles)."""
+"""Aggregation rules of an ensemble, all ``(member_logits[members, samples, K], weights) ->
+LongTensor[samples]``, and the ensemble as one ``nn.Module``.
+
+* ``soft``  — EsbRS: argmax Σ_l w_l softmax(z_l) (``000`` Sec. 3.2; average weights 1/k);
+* ``logit`` — soft-voting on logits, argmax Σ_l w_l z_l (``004`` Sec. 3, Eq. (2));
+* ``vote``  — hard (weighted) majority vote of member argmaxes (``004``'s "hard-voting");
+* ``mme``   — Max-Margin Ensemble (``000`` ref. [21], Table 3): the member with the largest
+  top-1 − top-2 softmax margin on that sample decides;
+* ``k_consensus`` — ``004`` Sec. 6 "K-Consensus Aggregation": if the first K members agree,
+  return their class, else the logit average of all members;
+* ``sween_adaptive`` — ``002`` Sec. 4.3 / App. B.1 Algorithm 1: weighted adaptive early exit.
+
+Soundness: every rule is a fixed function of the members' outputs on the noisy input (no label,
+no weights computed from the query's label), so the smoothed ensemble is an ordinary base
+classifier and Cohen et al.'s CERTIFY applies unchanged (EsbRS, ``000`` Sec. 3.2, Theorem 3.1).
+"""
 
 from __future__ import annotations
 

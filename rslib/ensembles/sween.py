@@ -1,4 +1,7 @@
-"""TODO docstring (from rslib.ensembles.weights)."""
+"""SWEEN weights (``002`` Sec. 5.1, App. C.1): w = softmax(θ) fitted by cross-entropy of the
+weighted member softmax under Gaussian noise on held-out training images, as the authors' code
+(github SWEEN-author/SWEEN ``ens_train.py``) fits them: SGD with momentum and weight decay on θ,
+a step schedule, one fresh noise draw per image per epoch, crop and flip augmentation."""
 
 from __future__ import annotations
 

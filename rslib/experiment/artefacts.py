@@ -1,4 +1,9 @@
-"""TODO docstring (from rslib.report.tables)."""
+"""The paper's artefacts (``000`` Tables 1–8, Figures 1 and 3) and the sources each reports.
+
+Each artefact is described by its *sources* (:class:`Source`: a single model or an ensemble with
+a scheme, at a dataset and σ); :func:`table_sources` lists those an artefact needs from what the
+configuration trains and certifies, so that ``snakemake results/table1.tex`` builds exactly those.
+No torch here: the workflow imports this module while it builds the DAG."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (from rslib.report.comparison)."""
+"""When can a cell of ours be compared with the paper? Every setting of a run that differs from
+the paper's configuration (the workflow's ``config.yaml``, every value of which cites ``000``) for
+that cell; torch-free, so the workflow computes it while it builds the DAG."""
 
 from __future__ import annotations
 

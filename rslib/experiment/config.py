@@ -1,4 +1,5 @@
-"""TODO docstring (from rslib.training.hparams)."""
+"""Reading a validated configuration: σ as paths and tables write it, and a method's
+hyper-parameters with their per-σ overrides."""
 
 from __future__ import annotations
 

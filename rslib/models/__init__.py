@@ -1,1 +1,3 @@
-"""TODO package docstring."""
+"""Models: architectures with their input normalisation as the first layer
+(:mod:`.architectures`), model files that say what they are (:mod:`.checkpoint`) and released
+checkpoints of the reference repositories as model files (:mod:`.released`)."""

@@ -1,4 +1,5 @@
-"""TODO docstring (from rslib.report.summaries)."""
+"""Booktabs LaTeX tables that compile alone with plain pdflatex and that a paper can ``\\input``;
+pure ASCII (σ as ``$\\sigma$``, − as ``$-$``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO docstring (from rslib.report.summaries)."""
+"""Metrics over certification TSVs (``000`` Sec. 4 "Evaluation", following Cohen et al. and MACER
+``001`` Sec. 4): ACR = mean over all evaluated images of radius·1[correct] (abstentions and errors
+count as 0); certified accuracy at r = fraction of evaluated images classified correctly with
+radius ≥ r; and their seeded bootstrap intervals."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Metrics over certification TSVs, LaTeX (booktabs) tables and radius–accuracy curves.
-
-Definitions (``000`` Sec. 4 "Evaluation", following Cohen et al. and MACER ``001`` Sec. 4):
-ACR = mean over all evaluated images of radius·1[correct] (abstentions and errors count as 0);
-certified accuracy at r = fraction of evaluated images classified correctly with radius ≥ r.
-"""
+"""The run's own summaries: every certified model (``certified_accuracy.{tex,csv,pdf}``), every
+ensemble and scheme (``ensembles.{tex,csv}``, ``adaptive.csv``) and the provenance of every result
+(``provenance.csv``); ACR and certified accuracy as :mod:`rslib.report.metrics` defines them."""
 
 from __future__ import annotations
 

@@ -1,15 +1,11 @@
-"""The paper's Tables 1–8 and Figures 1 and 3 (``000``), laid out like the paper, from the
-workflow's own certificates, training curves and timings — and nothing else.
+"""The paper's Tables 1–8 (``000``), laid out like the paper, from the workflow's own
+certificates, training curves and timings — and nothing else.
 
-Each artefact is described by its *sources* (:class:`Source`: a single model or an ensemble
-with a scheme, at a dataset and σ); :func:`table_sources` lists the sources an artefact needs
-from what the configuration trains and certifies, so that ``snakemake results/table1.tex``
-builds exactly those. :func:`build_table` turns the certificates into a booktabs table and a
-long-format record list (table, sigma, row, metric, value) that the paper-vs-reproduced
-comparison (:mod:`rslib.report.comparison`) matches against the paper's reported numbers.
-
-No torch here: the workflow imports this module when it parses the Snakefile.
-"""
+:func:`build_table` turns the statistics of an artefact's sources
+(:mod:`rslib.experiment.artefacts`) into a booktabs table and a long-format record list (table,
+sigma, row, metric, value) that the paper-vs-reproduced comparison (:mod:`rslib.report.comparison`)
+matches against the paper's reported numbers; :func:`write_table` reads the certificates and
+writes both."""
 
 from __future__ import annotations
 

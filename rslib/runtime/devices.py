@@ -1,4 +1,5 @@
-"""TODO docstring (from rslib.costs, rslib.training)."""
+"""Devices, one place: which device a job runs on (``auto``: the GPU SLURM assigned, else the CPU),
+its name for provenance and cost records, and a synchronize for timing on any device."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Training methods and the entry point the workflow's ``train`` rule calls."""
+"""One training job, as the workflow's ``train`` rule runs it: the method by name
+(:data:`METHODS`), the data with its held-out images, the shared loop with its resumable state,
+training curves, and a model file with its provenance."""
 
 from __future__ import annotations
 
