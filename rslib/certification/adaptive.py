@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Sequence
+
 import numpy as np
 import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import norm
+
 from rslib.certification.noise import BLOCK, NoiseStream
 from rslib.certification.smooth import Smooth, lower_confidence_bound, noisy_batches
-
 
 __all__ = [
     "AdaptiveResult",

@@ -15,15 +15,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
 import torch
+
+from rslib.certification.smooth import Smooth
+from rslib.certification.tsv import HEADER, RowError, certificate_row, read_rows
 from rslib.runtime.errors import CertificateError, force_rebuild
 from rslib.runtime.io import atomic_path
 from rslib.runtime.progress import progress
-from rslib.certification.smooth import Smooth
-from rslib.certification.tsv import HEADER
-from rslib.certification.tsv import certificate_row
-from rslib.certification.tsv import RowError
-from rslib.certification.tsv import read_rows
 
 
 def shard_ranges(num_images: int, num_shards: int) -> list[tuple[int, int]]:
@@ -80,8 +79,8 @@ def run_certification(
     threads: int | None = None,
 ) -> None:
     """Load a model (refusing one trained for another dataset or σ) and certify ``indices``."""
-    from rslib.models.checkpoint import load_model
     from rslib.data.load import load_split
+    from rslib.models.checkpoint import load_model
     from rslib.runtime.devices import resolve_device
 
     if threads:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-
 #: Samples per independently seeded block. ``n0 = 100`` (Cohen et al.) is exactly one block.
 BLOCK = 100
 

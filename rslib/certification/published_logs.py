@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
 from rslib.certification.tsv import (
     HEADER,
     CertificateRow,
@@ -17,7 +18,6 @@ from rslib.certification.tsv import (
     read_rows,
 )
 from rslib.runtime.io import atomic_path
-
 
 #: a σ marker: a whole path component ``noise_<σ>`` (folder of Cohen's, Salman's, Jeong's
 #: releases) or ``sigma_<σ>`` (the log file of Cohen's and Salman's ``…/noise_0.25/test/sigma_0.25``)

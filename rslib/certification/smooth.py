@@ -26,10 +26,11 @@ import operator
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
+
 import torch
 from scipy.stats import beta, binomtest, norm
-from rslib.certification.noise import NoiseStream, mix_seed, round_batch_size
 
+from rslib.certification.noise import NoiseStream, mix_seed, round_batch_size
 
 #: Explicit noise indices are dataset indices in ``[0, MAX_INDEX)``; index-less calls use
 #: negative stream positions of a separate stream (see :class:`Smooth`), so the two never meet.

@@ -5,15 +5,16 @@ radii and write times as ``h:mm:ss.ffffff``."""
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Iterable
-import numpy as np
-import pandas as pd
 import math
 import numbers
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
 from rslib.certification.smooth import Smooth
 
 

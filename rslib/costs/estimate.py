@@ -21,7 +21,6 @@ import json
 import math
 from typing import Any
 
-
 #: Hyper-parameters that set the schedule or optimiser constants but not the work of one step.
 SCHEDULE_KEYS = frozenset({"epochs", "lr", "lr_milestones", "lr_gamma", "momentum", "weight_decay"})
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from rslib.costs.estimate import cost_hparams
-from rslib.costs.estimate import _key
-from rslib.runtime.devices import device_name
-from rslib.runtime.devices import synchronize
+
+from rslib.costs.estimate import _key, cost_hparams
+from rslib.runtime.devices import device_name, synchronize
 
 
 def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any]):
-    from rslib.models.checkpoint import ModelSpec
     from rslib.data.registry import dataset_info
+    from rslib.models.checkpoint import ModelSpec
 
     info = dataset_info(dataset)
     spec = ModelSpec(

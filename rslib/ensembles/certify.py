@@ -19,18 +19,22 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
 import torch
 from torch import nn
+
+from rslib.certification.smooth import Smooth, certify_from_counts
 from rslib.certification.tsv import HEADER, certificate_row
-from rslib.ensembles.rules import EnsembleClassifier, get_rule, soft_rule
+from rslib.ensembles.outputs import _check_compatible
+from rslib.ensembles.rules import EnsembleClassifier, Rule, get_rule, soft_rule
+from rslib.ensembles.schemes import Scheme
+from rslib.ensembles.weights import (
+    coefficients_from_probabilities,
+    pseudo_model_probabilities,
+    solve_weights,
+)
 from rslib.runtime.io import atomic_path
 from rslib.runtime.progress import progress
-from rslib.ensembles.schemes import Scheme
-from rslib.certification.smooth import Smooth
-from rslib.ensembles.weights import coefficients_from_probabilities, pseudo_model_probabilities, solve_weights
-from rslib.certification.smooth import certify_from_counts
-from rslib.ensembles.rules import Rule
-from rslib.ensembles.outputs import _check_compatible
 
 
 def rule_for(scheme: Scheme, settings: Mapping[str, Any]) -> Callable[..., torch.Tensor]:

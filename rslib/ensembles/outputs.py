@@ -16,15 +16,16 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
-from rslib.runtime.io import atomic_path
+
 from rslib.certification.noise import NoiseStream
-from rslib.runtime.progress import progress
 from rslib.certification.smooth import noisy_batches
 from rslib.ensembles.weights import pseudo_model_probabilities
-
+from rslib.runtime.io import atomic_path
+from rslib.runtime.progress import progress
 
 #: Keys of a member-output record (see :func:`compute_member_outputs`).
 OUTPUT_KEYS = ("selection", "estimation", "indices", "labels", "noise_seed", "sigma")

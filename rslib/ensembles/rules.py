@@ -21,11 +21,11 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
+
 import torch
 import torch.nn.functional as F
 from scipy.stats import norm
 from torch import nn
-
 
 #: An aggregation rule: (member logits [members, samples, K], weights [members] or None)
 #: -> predicted class per sample, LongTensor[samples].

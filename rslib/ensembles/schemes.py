@@ -36,7 +36,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-
 # No torch here: the workflow imports this module when it parses the Snakefile.
 
 WeightSource = Literal["uniform", "none", "point-true", "point-predicted", "fitted-optimal", "fitted-sween"]

@@ -35,10 +35,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
 import numpy as np
 import torch
 from torch import nn
-
 
 #: Largest k for which :func:`optimal_weights_qp` enumerates supports (2^k − 1 linear solves).
 MAX_ENUMERATION_K = 16

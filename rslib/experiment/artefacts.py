@@ -10,54 +10,99 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
 from rslib.ensembles.schemes import METHOD_NAMES, ensemble_label
 
-
-#: The paper's σ grid; Tables 5, 6, 7 are σ = 0.25, 0.50, 1.00 of the main dataset.
+#: The paper's σ grid (``000`` Sec. 4); an artefact without a fixed σ reports each one configured.
 PAPER_SIGMAS = ("0.25", "0.50", "1.00")
 
-
-SWEEP_SIGMA_TABLES = {"table5": "0.25", "table6": "0.50", "table7": "1.00"}
-
-
-#: Table 5–7 radii, the paper's columns: 0.00–2.00 at σ = 0.25 and 0.50, 0.00–2.25 at σ = 1.00
-SWEEP_RADII = {
-    "table5": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
-    "table6": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
-    "table7": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25),
-}
-
-
-#: Every radius a table reports (the statistics computed per certificate)
-TABLE_RADII = tuple(sorted({r for radii in SWEEP_RADII.values() for r in radii}))
-
-
-BASELINES = ("smoothadv", "macer", "smoothmix", "consistency", "advmacer")  # Table 1 / 5-7 single rows
-
-
+#: Table 1's EsbRS ensembles (average weights); Tables 5-7 add EsbRS-SmoothAdv×3.
 TABLE1_ENSEMBLES = ("advmacer:3", "advmacer:1+smoothadv:2", "advmacer:2+macer:1", "advmacer:1+macer:2")
+#: Tables 5-7's columns: 0.00-2.00 at σ = 0.25 and 0.50, 0.00-2.25 at σ = 1.00
+RADII_TO_2 = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
-SWEEP_SINGLES = ("smoothadv", "macer", "smoothmix", "advmacer")  # Tables 5-7 have no Consistency row
+@dataclass(frozen=True)
+class Artefact:
+    """One table or figure of ``000`` (or the comparison with it), as the workflow regenerates it:
+    the target ``results/<name>.<suffix>``, the dataset it reports, its rows (single models, then
+    ensembles × schemes, per σ) and the layout that draws it (:data:`rslib.report.tables.BUILDERS`,
+    :data:`rslib.report.figures.BUILDERS`)."""
+
+    name: str  #: the target's stem: results/table1.tex, results/figure1.pdf
+    kind: str  #: "table", "figure" or "comparison"
+    dataset: str  #: the key of the configuration's ``paper`` block that names its dataset
+    paper_dataset: str  #: the dataset the paper used
+    layout: str  #: how it is drawn (the builder's key)
+    singles: tuple[str, ...] = ()  #: methods with a single-model row, in row order
+    ensembles: tuple[str, ...] = ()  #: ensembles (config names: advmacer:1+smoothadv:2), after the singles
+    schemes: tuple[str, ...] = ("average",)  #: the schemes each ensemble is reported with
+    sigma: str | None = None  #: one fixed σ ...
+    sigma_key: str | None = None  #: ... or the ``paper`` key that names it; neither: every paper σ
+    radii: tuple[float, ...] = ()  #: certified-accuracy columns
+
+    @property
+    def suffix(self) -> str:
+        return {"table": "tex", "figure": "pdf", "comparison": "md"}[self.kind]
+
+    def sigmas(self, paper: Mapping[str, Any], configured: Configured, dataset: str) -> list[str]:
+        if self.sigma is not None:
+            return [self.sigma]
+        if self.sigma_key is not None:
+            return [paper[self.sigma_key]]
+        return [s for s in PAPER_SIGMAS if s in configured.sigmas.get(dataset, [])]
+
+    def sources(self, paper: Mapping[str, Any], configured: Configured) -> list[Source]:
+        """Every source this artefact reports that the configuration provides, in table order."""
+        dataset = paper[self.dataset]
+        if dataset is None or self.kind == "comparison":
+            return []
+        wanted = []
+        for sigma in self.sigmas(paper, configured, dataset):
+            wanted += [Source(dataset, sigma, m) for m in self.singles]
+            wanted += [Source(dataset, sigma, e, scheme) for e in self.ensembles for scheme in self.schemes]
+        return [replace(w, origin=configured.origin(w)) for w in wanted if configured.has(w)]
 
 
-SWEEP_ENSEMBLES = ("smoothadv:3",) + TABLE1_ENSEMBLES
+def _table(name: str, layout: str, **rows: Any) -> Artefact:
+    paper = {"table4": ("imagenet", "ImageNet"), "table8": ("svhn", "SVHN")}.get(name, ("main", "CIFAR-10"))
+    return Artefact(name, "table", *paper, layout, **rows)
 
 
-TABLE3_SCHEMES = ("average", "mme", "optimal-paper", "optimal-predicted", "optimal-global")
+#: The paper's artefacts in its order: rule ``all``, the wildcard constraints, the table and figure
+#: builders and the comparison read them from here.
+ARTEFACTS: dict[str, Artefact] = {a.name: a for a in (
+    _table("table1", "acr_by_sigma", singles=("smoothadv", "macer", "smoothmix", "consistency", "advmacer"),
+           ensembles=TABLE1_ENSEMBLES),
+    _table("table2", "training_cost", singles=("smoothadv", "advmacer", "macer")),
+    _table("table3", "ensemble_weights", singles=("advmacer",), ensembles=("advmacer:2",), sigma_key="table3_sigma",
+           schemes=("average", "mme", "optimal-paper", "optimal-predicted", "optimal-global")),
+    _table("table4", "acr_by_sigma_with_time", singles=("smoothadv", "macer", "advmacer")),
+    *(_table(name, "certified_accuracy", singles=("smoothadv", "macer", "smoothmix", "advmacer"),
+             ensembles=("smoothadv:3",) + TABLE1_ENSEMBLES, sigma=sigma, radii=radii)
+      for name, sigma, radii in (("table5", "0.25", RADII_TO_2), ("table6", "0.50", RADII_TO_2),
+                                 ("table7", "1.00", RADII_TO_2 + (2.25,)))),
+    _table("table8", "svhn", singles=("smoothadv", "macer", "advmacer"),
+           ensembles=("smoothadv:3", "advmacer:3", "advmacer:1+macer:2", "advmacer:2+macer:1",
+                      "advmacer:1+smoothadv:2", "advmacer:2+smoothadv:1")),
+    Artefact("figure1", "figure", "main", "CIFAR-10", "training_curves", singles=("advmacer", "macer"),
+             sigma_key="figure1_sigma"),
+    Artefact("figure3", "figure", "main", "CIFAR-10", "ensemble_sizes", singles=("advmacer",),
+             ensembles=tuple(f"advmacer:{k}" for k in range(2, 10))
+             + tuple(f"advmacer:1+smoothadv:{k}" for k in range(1, 9)), sigma_key="figure3_sigma"),
+    Artefact("comparison", "comparison", "main", "CIFAR-10", "comparison"),
+)}
+TABLES = tuple(a.name for a in ARTEFACTS.values() if a.kind == "table")
+FIGURES = tuple(a.name for a in ARTEFACTS.values() if a.kind == "figure")
+#: Every radius a table reports (the statistics computed per certificate)
+TABLE_RADII = tuple(sorted({r for a in ARTEFACTS.values() for r in a.radii}))
 
 
-TABLE8_SINGLES = ("smoothadv", "macer", "advmacer")
-
-
-TABLE8_ENSEMBLES = ("smoothadv:3", "advmacer:3", "advmacer:1+macer:2", "advmacer:2+macer:1",
-                    "advmacer:1+smoothadv:2", "advmacer:2+smoothadv:1")
-
-
-ARTEFACTS = tuple(f"table{k}" for k in range(1, 9)) + ("figure1", "figure3")
-
-
-PAPER_DATASETS = {"table4": "ImageNet", "table8": "SVHN"}  # every other artefact is CIFAR-10
+def artefact(name: str) -> Artefact:
+    try:
+        return ARTEFACTS[name]
+    except KeyError:
+        raise ValueError(f"unknown artefact {name!r}; known: {', '.join(ARTEFACTS)}") from None
 
 
 @dataclass(frozen=True)
@@ -125,51 +170,14 @@ class Configured:
         return self.origins.get((s.dataset, s.sigma, s.name), "trained") if s.single else "trained"
 
 
-def _sigmas(configured: Configured, dataset: str | None, wanted: Sequence[str] = PAPER_SIGMAS) -> list[str]:
-    have = configured.sigmas.get(dataset, []) if dataset else []
-    return [s for s in wanted if s in have] or ([] if wanted is PAPER_SIGMAS else [])
-
-
-def artefact_dataset(artefact: str, paper: Mapping[str, Any]) -> str | None:
+def artefact_dataset(name: str, paper: Mapping[str, Any]) -> str | None:
     """Which configured dataset an artefact reports (config ``paper``; None = skipped)."""
-    return paper["imagenet"] if artefact == "table4" else paper["svhn"] if artefact == "table8" else paper["main"]
+    return paper[artefact(name).dataset]
 
 
-def table_sources(artefact: str, paper: Mapping[str, Any], configured: Configured) -> list[Source]:
+def table_sources(name: str, paper: Mapping[str, Any], configured: Configured) -> list[Source]:
     """Every source an artefact reports that the configuration provides, in table order."""
-    d = artefact_dataset(artefact, paper)
-    if d is None:
-        return []
-    wanted: list[Source] = []
-    if artefact == "table1":
-        for s in _sigmas(configured, d):
-            wanted += [Source(d, s, m) for m in BASELINES] + [Source(d, s, e, "average") for e in TABLE1_ENSEMBLES]
-    elif artefact == "table2":
-        for s in _sigmas(configured, d):
-            wanted += [Source(d, s, m) for m in ("smoothadv", "advmacer", "macer")]
-    elif artefact == "table3":
-        s = paper["table3_sigma"]
-        wanted = [Source(d, s, "advmacer")] + [Source(d, s, "advmacer:2", scheme) for scheme in TABLE3_SCHEMES]
-    elif artefact == "table4":
-        for s in _sigmas(configured, d):
-            wanted += [Source(d, s, m) for m in ("smoothadv", "macer", "advmacer")]
-    elif artefact in SWEEP_SIGMA_TABLES:
-        s = SWEEP_SIGMA_TABLES[artefact]
-        wanted = [Source(d, s, m) for m in SWEEP_SINGLES] + [Source(d, s, e, "average") for e in SWEEP_ENSEMBLES]
-    elif artefact == "table8":
-        for s in _sigmas(configured, d):
-            wanted += [Source(d, s, m) for m in TABLE8_SINGLES] + [Source(d, s, e, "average") for e in TABLE8_ENSEMBLES]
-    elif artefact == "figure1":
-        s = paper["figure1_sigma"]
-        wanted = [Source(d, s, m) for m in ("advmacer", "macer")]
-    elif artefact == "figure3":
-        s = paper["figure3_sigma"]
-        wanted = [Source(d, s, "advmacer")]
-        wanted += [Source(d, s, f"advmacer:{k}", "average") for k in range(2, 10)]
-        wanted += [Source(d, s, f"advmacer:1+smoothadv:{k}", "average") for k in range(1, 9)]
-    else:
-        raise ValueError(f"unknown artefact {artefact!r}; known: {', '.join(ARTEFACTS)}")
-    return [replace(w, origin=configured.origin(w)) for w in wanted if configured.has(w)]
+    return artefact(name).sources(paper, configured)
 
 
 def member_sources(source: Source, seeds: Mapping[str, Sequence[int]]) -> list[Source]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from rslib.experiment.config import merged_hparams
-from rslib.experiment.artefacts import PAPER_DATASETS, artefact_dataset
 
+from rslib.experiment.artefacts import artefact, artefact_dataset
+from rslib.experiment.config import merged_hparams
 
 #: CERTIFY's parameters (``000`` Sec. 4: N0 = 100, N = 100,000, α = 0.001) and our precision switch.
 CERTIFY_KEYS = ("n0", "n", "alpha", "autocast_bf16")
@@ -25,7 +25,7 @@ def describe_evaluation(ev: Mapping[str, int]) -> str:
 def configuration_deviations(
     run: Mapping[str, Any],
     reference: Mapping[str, Any],
-    artefact: str,
+    name: str,
     sigma: str,
     trained_methods: Sequence[str] = (),
     ensemble_settings: Sequence[str] = (),
@@ -44,9 +44,9 @@ def configuration_deviations(
     was trained by its authors); and the ``ensembles.<key>`` settings a fitted or per-point
     scheme reads (``ensemble_settings``).
     """
-    dataset, paper_dataset = artefact_dataset(artefact, run["paper"]), artefact_dataset(artefact, reference["paper"])
+    dataset, paper_dataset = artefact_dataset(name, run["paper"]), artefact_dataset(name, reference["paper"])
     if dataset != paper_dataset:
-        return [f"dataset {dataset} (the paper: {PAPER_DATASETS.get(artefact, 'CIFAR-10')})"]
+        return [f"dataset {dataset} (the paper: {artefact(name).paper_dataset})"]
     out = []
     mine, theirs = run["datasets"][dataset], reference["datasets"][dataset]
     if mine["arch"] != theirs["arch"]:

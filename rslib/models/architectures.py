@@ -18,6 +18,7 @@ Architectures (``000`` Sec. 4: "the same architectures as in [4]"):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 

@@ -8,19 +8,20 @@ of silently producing wrong certificates.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import json
 import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
 import torch
+
+from rslib.models.architectures import build_model
 from rslib.runtime.errors import CheckpointError, force_rebuild
 from rslib.runtime.io import atomic_path
-from rslib.models.architectures import build_model
-
 
 FORMAT = "rslib-model/1"
 

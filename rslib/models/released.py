@@ -62,14 +62,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 import torch
-from rslib.models.checkpoint import ModelSpec, read_checkpoint, save_model
+
+from rslib.certification.noise import NoiseStream
 from rslib.data.registry import DatasetInfo, dataset_info
+from rslib.models.architectures import InputNormalization
+from rslib.models.checkpoint import ModelSpec, read_checkpoint, save_model
 from rslib.runtime.errors import CheckpointError
 from rslib.runtime.io import file_digest
-from rslib.models.architectures import InputNormalization
-from rslib.certification.noise import NoiseStream
-
 
 #: format name → (dictionary key of the weights, default input layer)
 FORMATS: dict[str, tuple[str, str]] = {

@@ -28,10 +28,11 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
 import pandas as pd
+
 from rslib.report.latex import latex_table
 from rslib.runtime.io import atomic_path
-
 
 KEYS = ["table", "sigma", "row", "metric"]
 

@@ -4,15 +4,16 @@ far vs training hours) and Figure 3 (ACR vs number of ensemble components)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
-from rslib.runtime.io import atomic_path
+
+from rslib.experiment.artefacts import Source, artefact
 from rslib.report.metrics import certified_accuracy
-from collections.abc import Mapping
-from typing import Any
-from rslib.experiment.artefacts import Source
+from rslib.runtime.io import atomic_path
 
 
 def plot_certified_accuracy(curves: dict[str, dict[str, pd.DataFrame]], path: str | os.PathLike, max_radius: float) -> None:
@@ -104,30 +105,48 @@ def figure3_series(sources: Sequence[Source], acr: Mapping[Source, float]) -> di
     return series
 
 
-def write_figure(
-    artefact: str, sources: Sequence[Source], certificates: Sequence[str], curves: Sequence[str], sigma: str,
-    out_pdf: str, out_csv: str,
-) -> None:
-    """Figure 1 (training curves of the singles) or Figure 3 (ACR by ensemble size) and the
-    plotted values as CSV."""
+def _training_curves(sources: Sequence[Source], certificates: Sequence[str], curves: Sequence[str], sigma: str,
+                     out_pdf: str) -> Any:
+    """Figure 1: the training curves of the singles this workflow trained (the others have none)."""
     import pandas as pd
 
-    from rslib.report.metrics import average_certified_radius
+    trained = [s for s in sources if s.has_curve]
+    points = plot_figure1({s.label: pd.read_csv(c) for s, c in zip(trained, curves)}, out_pdf, sigma)
+    return pd.DataFrame.from_records(points, columns=["model", "hours", "best_acr"])
+
+
+def _ensemble_sizes(sources: Sequence[Source], certificates: Sequence[str], curves: Sequence[str], sigma: str,
+                    out_pdf: str) -> Any:
+    """Figure 3: ACR by number of ensemble components, per family."""
+    import pandas as pd
+
     from rslib.certification.tsv import read_certificates
+    from rslib.report.metrics import average_certified_radius
+
+    acr = {s: average_certified_radius(read_certificates(p)) for s, p in zip(sources, certificates)}
+    series = figure3_series(sources, acr)
+    plot_figure3(series, out_pdf, sigma)
+    return pd.DataFrame.from_records(
+        [{"family": f, "components": k, "acr": v} for f, pts in series.items() for k, v in sorted(pts.items())],
+        columns=["family", "components", "acr"])
+
+
+#: The figure builder of each layout of the registry (:data:`rslib.experiment.artefacts.ARTEFACTS`):
+#: it draws the PDF and returns the plotted values.
+BUILDERS: dict[str, Callable[..., Any]] = {"training_curves": _training_curves, "ensemble_sizes": _ensemble_sizes}
+
+
+def write_figure(
+    name: str, sources: Sequence[Source], certificates: Sequence[str], curves: Sequence[str], sigma: str,
+    out_pdf: str, out_csv: str,
+) -> None:
+    """Figure ``name`` (Figure 1: training curves of the singles; Figure 3: ACR by ensemble size)
+    with the builder of its layout, and the plotted values as CSV."""
     from rslib.runtime.io import atomic_path
 
-    if artefact == "figure1":  # curves exist only for models this workflow trained
-        trained = [s for s in sources if s.has_curve]
-        points = plot_figure1({s.label: pd.read_csv(c) for s, c in zip(trained, curves)}, out_pdf, sigma)
-        frame = pd.DataFrame.from_records(points, columns=["model", "hours", "best_acr"])
-    elif artefact == "figure3":
-        acr = {s: average_certified_radius(read_certificates(p)) for s, p in zip(sources, certificates)}
-        series = figure3_series(sources, acr)
-        plot_figure3(series, out_pdf, sigma)
-        frame = pd.DataFrame.from_records(
-            [{"family": f, "components": k, "acr": v} for f, pts in series.items() for k, v in sorted(pts.items())],
-            columns=["family", "components", "acr"])
-    else:
-        raise ValueError(f"{artefact} is not a figure")
+    figure = artefact(name)
+    if figure.kind != "figure":
+        raise ValueError(f"{name} is not a figure")
+    frame = BUILDERS[figure.layout](sources, certificates, curves, sigma, out_pdf)
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)

@@ -6,6 +6,7 @@ radius ≥ r; and their seeded bootstrap intervals."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
 import numpy as np
 import pandas as pd
 

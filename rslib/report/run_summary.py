@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-import pandas as pd
-from rslib.runtime.progress import format_duration
 
+import pandas as pd
+
+from rslib.runtime.progress import format_duration
 
 #: The stage each rule belongs to (by the first folder of its benchmark file under benchmarks/).
 STAGES: dict[str, tuple[str, ...]] = {

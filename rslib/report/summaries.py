@@ -8,14 +8,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-import pandas as pd
-from rslib.runtime.io import atomic_path
-from rslib.certification.tsv import read_certificates
-from rslib.report.metrics import summarize
-from rslib.report.latex import latex_table
-from rslib.report.latex import best_in_columns
-from rslib.report.figures import plot_certified_accuracy
 from typing import Any
+
+import pandas as pd
+
+from rslib.certification.tsv import read_certificates
+from rslib.report.figures import plot_certified_accuracy
+from rslib.report.latex import best_in_columns, latex_table
+from rslib.report.metrics import summarize
+from rslib.runtime.io import atomic_path
 
 
 def summary_rows(models: Sequence[dict], frames: Sequence[pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:

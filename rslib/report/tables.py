@@ -9,19 +9,21 @@ writes both."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
 from rslib.ensembles.schemes import SCHEMES
-from rslib.experiment.artefacts import SWEEP_SIGMA_TABLES
-from rslib.experiment.artefacts import SWEEP_RADII
-from rslib.experiment.artefacts import TABLE_RADII
-from rslib.experiment.artefacts import PAPER_DATASETS
-from rslib.experiment.artefacts import Source
-from rslib.experiment.artefacts import ORIGINS
-from rslib.experiment.artefacts import ORIGIN_MARKS
-from rslib.experiment.artefacts import ORIGIN_NOTE
-from rslib.experiment.artefacts import member_sources
+from rslib.experiment.artefacts import (
+    ORIGIN_MARKS,
+    ORIGIN_NOTE,
+    ORIGINS,
+    TABLE_RADII,
+    Artefact,
+    Source,
+    artefact,
+    member_sources,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,8 +101,157 @@ def _best(values: list[list[float | None]], column_offset: int) -> set[tuple[int
     return bold
 
 
+@dataclass
+class Layout:
+    """What a table builder reads and writes: the artefact, its sources with their statistics
+    (as ``cells`` shows them) and, where its layout has them, training hours, hyper-parameters
+    and certification seconds; ``records`` collects the long-format cells for the comparison."""
+
+    artefact: Artefact
+    sources: Sequence[Source]
+    stats: Mapping[Source, Mapping[str, float]]
+    cells: _Cells
+    train_hours: Mapping[Source, float]
+    hparams: Mapping[Source, Mapping[str, Any]]
+    certify_seconds: Mapping[Source, float]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, sigma: str, row: str, metric: str, value: float, src: Source) -> None:
+        self.records.append(_record(self.artefact.name, sigma, row, metric, value, src))
+
+
+#: A builder lays out one artefact: (header, rows, bold cells, caption).
+Builder = Callable[[Layout], tuple[list[str], list[list[str]], set[tuple[int, int]], str]]
+
+
+def _acr_by_sigma(t: Layout, with_time: bool = False) -> tuple:
+    """Tables 1 and 4: a row per method or ensemble, a column per σ: ACR (clean accuracy); Table 4
+    adds the mean training hours per model."""
+    sigmas = sorted({s.sigma for s in t.sources})
+    labels = list(dict.fromkeys(s.label for s in t.sources))
+    by = {(s.label, s.sigma): s for s in t.sources}
+    header = ["Methods", *[f"σ={float(s):g}" for s in sigmas]] + (["Time"] if with_time else [])
+    rows, values = [], []
+    for label in labels:
+        row_sources = [by[(label, s)] for s in sigmas if (label, s) in by]
+        uniform = len({r.origin for r in row_sources}) == 1  # one origin: marked on the label; mixed: on each cell
+        row_cells, vals = [row_sources[0].marked_label if uniform else label], []
+        for sigma in sigmas:
+            src = by.get((label, sigma))
+            if src is None:
+                row_cells.append("–")
+                vals.append(None)
+                continue
+            row_cells.append(f"{t.cells.text(src, 'acr')} ({t.cells.text(src, 'accuracy', percent=True)})"
+                             + ("" if uniform else ORIGIN_MARKS[src.origin]))
+            vals.append(t.cells.value(src, "acr"))
+            t.record(sigma, label, "acr", t.stats[src]["acr"], src)
+            t.record(sigma, label, "accuracy", t.stats[src]["accuracy"], src)
+        if with_time:
+            hours = [t.train_hours[r] for r in row_sources if r in t.train_hours]
+            untrained = sorted({r.origin for r in row_sources if r.origin != "trained"})
+            row_cells.append(f"{sum(hours) / len(hours):.2f}h" if hours else ", ".join(untrained) or "–")
+            for r in row_sources:
+                if r in t.train_hours:
+                    t.record(r.sigma, label, "train_hours", t.train_hours[r], r)
+        rows.append(row_cells)
+        values.append(vals)
+    caption = (f"ACR with clean accuracy in parentheses"
+               f"{'; Time = mean training hours per model' if with_time else ''}; best ACR in bold.")
+    return header, rows, _best(values, 1), caption
+
+
+def _training_cost(t: Layout) -> tuple:
+    """Table 2: T, m, ε, epochs, ACR and training time per model and σ."""
+    header = ["Models", "T", "m", "ε", "Epochs", "ACR", "Time"]
+    rows = []
+    for src in t.sources:
+        h = t.hparams.get(src, {})
+        hours = t.train_hours.get(src)
+        is_macer = src.name == "macer"
+        rows.append([f"{src.marked_label} (σ={float(src.sigma):.2f})",
+                     "NA" if is_macer else str(h.get("attack_steps", "–")), str(h.get("num_noise_vec", "–")),
+                     "NA" if is_macer else (f"{h['epsilon']:g}" if "epsilon" in h else "–"), str(h.get("epochs", "–")),
+                     t.cells.text(src, "acr"), _time_cell(src, hours)])
+        t.record(src.sigma, src.label, "acr", t.stats[src]["acr"], src)
+        if hours is not None:
+            t.record(src.sigma, src.label, "train_hours", hours, src)
+    caption = "Model configuration and training cost (training hours measured by the workflow); ACR for comparison."
+    return header, rows, set(), caption
+
+
+def _ensemble_weights(t: Layout) -> tuple:
+    """Table 3: the single model against its 2-ensembles under each weight scheme: accuracy, ACR,
+    certification time per image."""
+    header = ["Model", "Accuracy", "ACR", "Certificate time"]
+    rows, values = [], []
+    for src in t.sources:
+        label = ("AdvMacer (no ensemble)" + ORIGIN_MARKS[src.origin] if src.single
+                 else SCHEMES[src.scheme].label + ("" if SCHEMES[src.scheme].sound else " †"))
+        row_key = "AdvMacer" if src.single else src.scheme
+        seconds = t.certify_seconds.get(src)
+        rows.append([label, t.cells.text(src, "accuracy"), t.cells.text(src, "acr"),
+                     f"{seconds:.2f}s" if seconds is not None else "–"])
+        values.append([t.cells.value(src, "accuracy"), t.cells.value(src, "acr")])
+        t.record(src.sigma, row_key, "accuracy", t.stats[src]["accuracy"], src)
+        t.record(src.sigma, row_key, "acr", t.stats[src]["acr"], src)
+        if seconds is not None:
+            t.record(src.sigma, row_key, "certify_seconds", seconds, src)
+    caption = (f"Weighted 2-ensembles of AdvMacer at σ={float(t.sources[0].sigma):.2f}: clean accuracy, ACR and "
+               "certification time per image (ensembles: members' forward passes plus the reduction). "
+               "† weights depend on the test point (not a sound certificate).")
+    return header, rows, _best(values, 1), caption
+
+
+def _certified_accuracy(t: Layout) -> tuple:
+    """Tables 5-7: certified accuracy at the artefact's radii and ACR, one σ."""
+    sigma = t.sources[0].sigma
+    keys = [*[f"r={r:g}" for r in t.artefact.radii], "acr"]
+    header = ["Model", *[f"{r:.2f}" for r in t.artefact.radii], "ACR"]
+    rows, values = [], []
+    for src in t.sources:
+        rows.append([src.marked_label, *[t.cells.text(src, k) for k in keys]])
+        values.append([t.cells.value(src, k) for k in keys])
+        for k in keys:
+            t.record(sigma, src.label, k, t.stats[src][k], src)
+    caption = f"Certified accuracy at each L2 radius and ACR, σ={float(sigma):.2f}; best per column in bold."
+    return header, rows, _best(values, 1), caption
+
+
+def _accuracy_acr_time(t: Layout) -> tuple:
+    """Table 8: per σ, clean accuracy, ACR and training time of singles and ensembles."""
+    header = ["σ", "Model", "Accuracy", "ACR", "Training time"]
+    rows, values = [], []
+    for src in t.sources:
+        hours = t.train_hours.get(src)
+        rows.append([f"{float(src.sigma):.2f}", src.marked_label, t.cells.text(src, "accuracy", percent=True),
+                     t.cells.text(src, "acr"), _time_cell(src, hours, missing="NA")])
+        values.append([t.cells.value(src, "accuracy"), t.cells.value(src, "acr")])
+        t.record(src.sigma, src.label, "accuracy", t.stats[src]["accuracy"], src)
+        t.record(src.sigma, src.label, "acr", t.stats[src]["acr"], src)
+        if hours is not None:
+            t.record(src.sigma, src.label, "train_hours", hours, src)
+    bold: set[tuple[int, int]] = set()
+    for sigma in sorted({s.sigma for s in t.sources}):
+        idx = [i for i, s in enumerate(t.sources) if s.sigma == sigma]
+        bold |= {(idx[i], j) for i, j in _best([values[i] for i in idx], 2)}
+    caption = "Clean accuracy, ACR and training time (ensembles: NA, as in the paper); best per σ in bold."
+    return header, rows, bold, caption
+
+
+#: The table builder of each layout of the registry (:data:`rslib.experiment.artefacts.ARTEFACTS`).
+BUILDERS: dict[str, Builder] = {
+    "acr_by_sigma": _acr_by_sigma,
+    "acr_by_sigma_with_time": lambda t: _acr_by_sigma(t, with_time=True),
+    "training_cost": _training_cost,
+    "ensemble_weights": _ensemble_weights,
+    "certified_accuracy": _certified_accuracy,
+    "svhn": _accuracy_acr_time,
+}
+
+
 def build_table(
-    artefact: str,
+    name: str,
     sources: Sequence[Source],
     stats: Mapping[Source, Mapping[str, float]],
     *,
@@ -111,130 +262,27 @@ def build_table(
     note: str = "",
     spread: Mapping[Source, Mapping[str, tuple[float, float]]] | None = None,
 ) -> Table:
-    """Lay out ``artefact`` (``table1`` … ``table8``) like the paper from per-source statistics
-    (:func:`rslib.report.metrics.summarize`: ``acr``, ``accuracy``, ``r=<radius>``).
+    """Lay out table ``name`` (``table1`` … ``table8``) like the paper, with the builder of its
+    layout (:data:`BUILDERS`), from per-source statistics (:func:`rslib.report.metrics.summarize`:
+    ``acr``, ``accuracy``, ``r=<radius>``).
 
     ``train_hours`` (singles) feed Tables 2, 4, 8; ``hparams`` Table 2's T, m, ε, epochs;
     ``certify_seconds`` (per image, ensembles including their members' forward passes) Table 3.
     Best value per column in bold, as in the paper. ``spread`` (source → statistic → (mean, sd)
     over seeds) shows those rows as mean ± sd instead of the first seed's value.
     """
-    cells = _Cells(stats, spread)
-    spread_note = " Rows with ± show mean ± sd over trained seeds." if spread else ""
-    train_hours = train_hours or {}
-    hparams = hparams or {}
-    certify_seconds = certify_seconds or {}
-    where = f" Dataset: {dataset} (the paper: {PAPER_DATASETS.get(artefact, 'CIFAR-10')})." if dataset else ""
+    table = artefact(name)
+    if table.kind != "table":
+        raise ValueError(f"{name} is not a table")
+    where = f" Dataset: {dataset} (the paper: {table.paper_dataset})." if dataset else ""
     if not sources:
-        return Table(["Note"], [[f"nothing to report: the configuration provides no input for {artefact}.{note}"]],
-                     set(), f"{artefact}: skipped.{where}{note}", [])
-    note = _origin_note(sources) + spread_note + note
-    if artefact in ("table1", "table4"):
-        sigmas = sorted({s.sigma for s in sources})
-        labels = list(dict.fromkeys(s.label for s in sources))
-        by = {(s.label, s.sigma): s for s in sources}
-        header = ["Methods", *[f"σ={float(s):g}" for s in sigmas]]
-        rows, values, records = [], [], []
-        for label in labels:
-            row_origins = {by[(label, s)].origin for s in sigmas if (label, s) in by}
-            uniform = len(row_origins) == 1  # one origin: marked on the label; mixed: on each cell
-            first = next(by[(label, s)] for s in sigmas if (label, s) in by)
-            row_cells, vals = [first.marked_label if uniform else label], []
-            for sigma in sigmas:
-                src = by.get((label, sigma))
-                if src is None:
-                    row_cells.append("–")
-                    vals.append(None)
-                    continue
-                st = stats[src]
-                row_cells.append(f"{cells.text(src, 'acr')} ({cells.text(src, 'accuracy', percent=True)})"
-                                 + ("" if uniform else ORIGIN_MARKS[src.origin]))
-                vals.append(cells.value(src, "acr"))
-                records += [_record(artefact, sigma, label, "acr", st["acr"], src),
-                            _record(artefact, sigma, label, "accuracy", st["accuracy"], src)]
-            if artefact == "table4":
-                row_sources = [by[(label, s)] for s in sigmas if (label, s) in by]
-                hours = [train_hours[r] for r in row_sources if r in train_hours]
-                untrained = sorted({r.origin for r in row_sources if r.origin != "trained"})
-                row_cells.append(f"{sum(hours) / len(hours):.2f}h" if hours else ", ".join(untrained) or "–")
-                records += [_record(artefact, r.sigma, label, "train_hours", train_hours[r], r)
-                            for r in row_sources if r in train_hours]
-            rows.append(row_cells)
-            values.append(vals)
-        if artefact == "table4":
-            header.append("Time")
-        caption = (f"ACR with clean accuracy in parentheses"
-                   f"{'; Time = mean training hours per model' if artefact == 'table4' else ''}; best ACR in bold.")
-        return Table(header, rows, _best(values, 1), caption + where + note, records)
-    if artefact == "table2":
-        header = ["Models", "T", "m", "ε", "Epochs", "ACR", "Time"]
-        rows, records = [], []
-        for src in sources:
-            h = hparams.get(src, {})
-            hours = train_hours.get(src)
-            is_macer = src.name == "macer"
-            rows.append([f"{src.marked_label} (σ={float(src.sigma):.2f})",
-                         "NA" if is_macer else str(h.get("attack_steps", "–")), str(h.get("num_noise_vec", "–")),
-                         "NA" if is_macer else (f"{h['epsilon']:g}" if "epsilon" in h else "–"), str(h.get("epochs", "–")),
-                         cells.text(src, "acr"), _time_cell(src, hours)])
-            records.append(_record(artefact, src.sigma, src.label, "acr", stats[src]["acr"], src))
-            if hours is not None:
-                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours, src))
-        caption = "Model configuration and training cost (training hours measured by the workflow); ACR for comparison."
-        return Table(header, rows, set(), caption + where + note, records)
-    if artefact == "table3":
-        header = ["Model", "Accuracy", "ACR", "Certificate time"]
-        rows, values, records = [], [], []
-        for src in sources:
-            label = ("AdvMacer (no ensemble)" + ORIGIN_MARKS[src.origin] if src.single
-                     else SCHEMES[src.scheme].label + ("" if SCHEMES[src.scheme].sound else " †"))
-            row_key = "AdvMacer" if src.single else src.scheme
-            st = stats[src]
-            seconds = certify_seconds.get(src)
-            rows.append([label, cells.text(src, "accuracy"), cells.text(src, "acr"),
-                         f"{seconds:.2f}s" if seconds is not None else "–"])
-            values.append([cells.value(src, "accuracy"), cells.value(src, "acr")])
-            records += [_record(artefact, src.sigma, row_key, "accuracy", st["accuracy"], src),
-                        _record(artefact, src.sigma, row_key, "acr", st["acr"], src)]
-            if seconds is not None:
-                records.append(_record(artefact, src.sigma, row_key, "certify_seconds", seconds, src))
-        caption = (f"Weighted 2-ensembles of AdvMacer at σ={float(sources[0].sigma):.2f}: clean accuracy, ACR and "
-                   "certification time per image (ensembles: members' forward passes plus the reduction). "
-                   "† weights depend on the test point (not a sound certificate).")
-        return Table(header, rows, _best(values, 1), caption + where + note, records)
-    if artefact in SWEEP_SIGMA_TABLES:
-        sigma = sources[0].sigma
-        radius_cols = [f"r={r:g}" for r in SWEEP_RADII[artefact]]
-        header = ["Model", *[f"{r:.2f}" for r in SWEEP_RADII[artefact]], "ACR"]
-        rows, values, records = [], [], []
-        for src in sources:
-            st = stats[src]
-            keys = [*radius_cols, "acr"]
-            rows.append([src.marked_label, *[cells.text(src, k) for k in keys]])
-            values.append([cells.value(src, k) for k in keys])
-            records += [_record(artefact, sigma, src.label, k, st[k], src) for k in keys]
-        caption = (f"Certified accuracy at each L2 radius and ACR, σ={float(sigma):.2f}; best per column in bold.")
-        return Table(header, rows, _best(values, 1), caption + where + note, records)
-    if artefact == "table8":
-        header = ["σ", "Model", "Accuracy", "ACR", "Training time"]
-        rows, values, records = [], [], []
-        for src in sources:
-            st = stats[src]
-            hours = train_hours.get(src)
-            rows.append([f"{float(src.sigma):.2f}", src.marked_label, cells.text(src, "accuracy", percent=True),
-                         cells.text(src, "acr"), _time_cell(src, hours, missing="NA")])
-            values.append([cells.value(src, "accuracy"), cells.value(src, "acr")])
-            records += [_record(artefact, src.sigma, src.label, "accuracy", st["accuracy"], src),
-                        _record(artefact, src.sigma, src.label, "acr", st["acr"], src)]
-            if hours is not None:
-                records.append(_record(artefact, src.sigma, src.label, "train_hours", hours, src))
-        bold: set[tuple[int, int]] = set()
-        for sigma in sorted({s.sigma for s in sources}):
-            idx = [i for i, s in enumerate(sources) if s.sigma == sigma]
-            bold |= {(idx[i], j) for i, j in _best([values[i] for i in idx], 2)}
-        caption = "Clean accuracy, ACR and training time (ensembles: NA, as in the paper); best per σ in bold."
-        return Table(header, rows, bold, caption + where + note, records)
-    raise ValueError(f"{artefact} is not a table")
+        return Table(["Note"], [[f"nothing to report: the configuration provides no input for {name}.{note}"]],
+                     set(), f"{name}: skipped.{where}{note}", [])
+    layout = Layout(table, sources, stats, _Cells(stats, spread), train_hours or {}, hparams or {},
+                    certify_seconds or {})
+    header, rows, bold, caption = BUILDERS[table.layout](layout)
+    spread_note = " Rows with ± show mean ± sd over trained seeds." if spread else ""
+    return Table(header, rows, bold, caption + where + _origin_note(sources) + spread_note + note, layout.records)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +323,7 @@ class Uncertainty:
 
 
 def write_table(
-    artefact: str,
+    name: str,
     sources: Sequence[Source],
     certificates: Sequence[str],
     curves: Sequence[str],
@@ -292,7 +340,7 @@ def write_table(
     deviations: Sequence[str] | None = None,
     uncertainty: Uncertainty = Uncertainty(),
 ) -> Table:
-    """Build ``artefact`` from its sources' certificates (and, for singles, training curves) and
+    """Build table ``name`` from its sources' certificates (and, for singles, training curves) and
     write the standalone LaTeX table and its long-format CSV (the comparison's input).
 
     ``seed_certificates`` (per source: the certificates of a trained single-model row's further
@@ -304,9 +352,9 @@ def write_table(
     import numpy as np
     import pandas as pd
 
-    from rslib.report.metrics import bootstrap_intervals, summarize
-    from rslib.report.latex import latex_table
     from rslib.certification.tsv import read_certificates
+    from rslib.report.latex import latex_table
+    from rslib.report.metrics import bootstrap_intervals, summarize
     from rslib.runtime.io import atomic_path
 
     seed_certificates = seed_certificates or [[] for _ in sources]
@@ -339,9 +387,9 @@ def write_table(
                   for k in vals[0]}
               for s, vals in per_seed.items() if len(vals) > 1} if uncertainty.seed_statistics else None
     note = ""
-    if dataset is not None and artefact in SWEEP_SIGMA_TABLES and not sources:
-        note = f" σ={SWEEP_SIGMA_TABLES[artefact]} is not configured for {dataset} in this run."
-    table = build_table(artefact, sources, stats, train_hours=train_hours,
+    if dataset is not None and artefact(name).sigma is not None and not sources:
+        note = f" σ={artefact(name).sigma} is not configured for {dataset} in this run."
+    table = build_table(name, sources, stats, train_hours=train_hours,
                         hparams=dict(zip(sources, hparams)), certify_seconds=certify_seconds,
                         dataset=dataset, note=note, spread=spread)
     deviation = dict(zip(sources, deviations or ["" for _ in sources]))

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from rslib import __version__
 
+from rslib import __version__
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "snakemake", "snakemake-executor-plugin-slurm")
 

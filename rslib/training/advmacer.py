@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from rslib.training.hparams import METHOD_KEYS
 from rslib.training.macer import MacerSettings
 from rslib.training.smoothadv import SmoothAdv
-from rslib.training.hparams import METHOD_KEYS
 
 
 class AdvMacer(SmoothAdv):

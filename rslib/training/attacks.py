@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
 # The copy-layout helpers live in rslib.training.copies. They are imported inside the functions
 # below, not here: importing anything under rslib.training runs rslib/training/__init__.py, which
 # registers SmoothAdv/AdvMacer, which import this module — a cycle when rslib.training.attacks is the

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from rslib.runtime.io import atomic_path
 from rslib.certification.smooth import Smooth
+from rslib.runtime.io import atomic_path
 
 CURVE_COLUMNS = ("epoch", "train_seconds", "acr", "accuracy", "images")
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import sys
 from typing import Any
+
 import torch
+
+from rslib.runtime.devices import resolve_device
 from rslib.training.advmacer import AdvMacer
 from rslib.training.base import TrainingMethod
 from rslib.training.consistency import Consistency
@@ -15,8 +18,6 @@ from rslib.training.gaussian import Gaussian
 from rslib.training.macer import Macer
 from rslib.training.smoothadv import SmoothAdv
 from rslib.training.smoothmix import SmoothMix
-from rslib.runtime.devices import resolve_device
-
 
 #: Registered methods by the name used in config and in the ``method`` wildcard.
 METHODS: dict[str, type[TrainingMethod]] = {
@@ -62,15 +63,20 @@ def run_training(
     training, for the ensemble weights fitted on held-out data.
     Returns the ``extra`` record saved with the model.
     """
-    from rslib.runtime import provenance
-    from rslib.models.checkpoint import ModelSpec, save_model
+    from rslib.certification.noise import mix_seed
     from rslib.data.load import TensorImageDataset, heldout_split, load_split
     from rslib.data.registry import dataset_info
-    from rslib.training.hparams import check_hparam_keys
-    from rslib.certification.noise import mix_seed
+    from rslib.models.checkpoint import ModelSpec, save_model
+    from rslib.runtime import provenance
     from rslib.runtime.versions import STAGE_VERSIONS
     from rslib.training.curves import CurveConfig, curve_hook, curve_images, write_curve
-    from rslib.training.loop import InMemoryBatches, LoaderBatches, OptimConfig, train_loop
+    from rslib.training.hparams import check_hparam_keys
+    from rslib.training.loop import (
+        InMemoryBatches,
+        LoaderBatches,
+        OptimConfig,
+        train_loop,
+    )
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from typing import Any
-from rslib.runtime.errors import ConfigError
 
+from rslib.runtime.errors import ConfigError
 
 #: read by the shared training loop (optimiser, schedule, augmentation) for every method
 LOOP_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_milestones", "lr_gamma",

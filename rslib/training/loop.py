@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
+from rslib.certification.noise import mix_seed
 from rslib.models.checkpoint import read_checkpoint
 from rslib.runtime.io import atomic_path
-from rslib.certification.noise import mix_seed
 from rslib.runtime.progress import format_duration
 from rslib.training.base import TrainingMethod
 

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from rslib.runtime.errors import ConfigError
 from rslib.training.base import TrainingMethod
 from rslib.training.copies import mean_over_copies, noisy_copies
-from rslib.training.smoothadv import hparam_value, soft_smoothed_log_probs
 from rslib.training.hparams import METHOD_KEYS
+from rslib.training.smoothadv import hparam_value, soft_smoothed_log_probs
 
 
 def normal_icdf(p: torch.Tensor) -> torch.Tensor:

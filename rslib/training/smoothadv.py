@@ -33,10 +33,15 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from rslib.training.attacks import smooth_adv_pgd, warmup_epsilon
 from rslib.runtime.errors import ConfigError
+from rslib.training.attacks import smooth_adv_pgd, warmup_epsilon
 from rslib.training.base import TrainingMethod
-from rslib.training.copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
+from rslib.training.copies import (
+    copy_labels,
+    draw_noise,
+    mean_over_copies,
+    noisy_copies,
+)
 from rslib.training.hparams import METHOD_KEYS
 
 

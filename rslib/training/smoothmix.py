@@ -48,7 +48,12 @@ import torch.nn.functional as F
 from rslib.runtime.errors import ConfigError
 from rslib.training.base import TrainingMethod
 from rslib.training.consistency import _sigma_default
-from rslib.training.copies import copy_labels, draw_noise, mean_over_copies, noisy_copies
+from rslib.training.copies import (
+    copy_labels,
+    draw_noise,
+    mean_over_copies,
+    noisy_copies,
+)
 from rslib.training.hparams import METHOD_KEYS
 
 #: PGD step size α of the CIFAR-10 runs by σ (``EXPERIMENTS.MD``).
