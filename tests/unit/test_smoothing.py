@@ -16,10 +16,11 @@ import torch
 from scipy.stats import beta, binom, norm
 from torch import nn
 
-from rslib.certification.tsv import COLUMNS, HEADER
 from rslib.certification.certify import certify_images, merge_shards, shard_ranges
 from rslib.certification.noise import NoiseStream
 from rslib.certification.smooth import Smooth, certified_radius, lower_confidence_bound, max_certifiable_radius
+from rslib.certification.tsv import HEADER
+from rslib.runtime.errors import CertificateError
 
 
 # --- the closed-form linear model ---------------------------------------------------------------
@@ -441,14 +442,16 @@ def test_merge_shards_rejects_bad_header(tmp_path):
     assert not (tmp_path / "merged.tsv").exists()
 
 
-def test_merge_shards_handles_missing_final_newline(tmp_path):
+def test_merge_shards_refuses_a_last_row_without_its_newline(tmp_path):
+    """certificate_row ends every row with a newline: a shard whose last row lacks it was cut,
+    even where the fields that remain parse (issue 19: such a shard used to merge)."""
     a = tmp_path / "a.tsv"
     a.write_text(HEADER + _row(0).rstrip("\n"))
     b = _write_shard(tmp_path / "b.tsv", [1])
     out = tmp_path / "merged.tsv"
-    merge_shards([a, b], out, [0, 1])
-    lines = out.read_text().splitlines()
-    assert len(lines) == 3 and all(len(line.split("\t")) == len(COLUMNS) for line in lines)
+    with pytest.raises(CertificateError, match=f"{a}:2: incomplete row: no newline after field 'time'"):
+        merge_shards([a, b], out, [0, 1])
+    assert not out.exists()
 
 
 def test_certify_images_writes_cohen_tsv_with_unrounded_radii(tmp_path):
