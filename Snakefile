@@ -43,9 +43,8 @@ rule all:
     input:
         rules.summary.output,
         rules.ensemble_summary.output,
-        expand(f"{RESULTS}/table{{k}}.tex", k=range(1, 9)),
-        expand(f"{RESULTS}/figure{{k}}.pdf", k=(1, 3)),
-        CURVES,
+        [PATHS.result(f"{a.name}.{a.suffix}") for a in ARTEFACTS.values()],
+        PLAN.curves(),
         rules.comparison.output,
         rules.cost_estimate.output,
         rules.provenance_table.output,

@@ -23,9 +23,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from rslib.runtime.devices import synchronize
-from rslib.models.architectures import build_model
 from rslib.certification.smooth import Smooth
+from rslib.models.architectures import build_model
+from rslib.runtime.devices import synchronize
 
 
 def reference_counts(model, x, num, batch_size, sigma, num_classes, device):

@@ -33,7 +33,7 @@ Speed (``--smoke`` shrinks every size; its figures exercise the code and estimat
   autotuning, the Cohen-style reference loop and the bare forward pass, interleaved rounds;
 * ``train_speed``: seconds per optimisation step of every training setting of ``config.yaml``
   (``rslib.costs.measure.measure_costs``), the GPU-hour projection of the full grid (58 trainings and
-  their certification, ``rslib.costs.estimate.grid_jobs``) and, per Table 2 row, the projected training
+  their certification, ``rslib.experiment.plan.full_grid``: the workflow's own plan) and, per Table 2 row, the projected training
   hours of one model next to the paper's (V100).
 
 Writes ``device_check.json`` (every figure) and ``device_check.txt`` (the printed table) under
@@ -64,10 +64,14 @@ sys.path.insert(0, str(REPO))  # rslib from this checkout, also without an insta
 import torch  # noqa: E402
 
 from benchmarks.certify_throughput import (  # noqa: E402
-    forward_only, interleaved_seconds, median_ratio, reference_counts, summarize,
+    forward_only,
+    interleaved_seconds,
+    median_ratio,
+    reference_counts,
+    summarize,
 )
-from rslib.runtime.devices import synchronize  # noqa: E402
 from rslib.data.registry import dataset_info  # noqa: E402
+from rslib.runtime.devices import synchronize  # noqa: E402
 
 CIFAR_SHAPE = (3, 32, 32)
 CIFAR_MEAN, CIFAR_STD = dataset_info("cifar10").mean, dataset_info("cifar10").std
@@ -141,9 +145,14 @@ def run_check(name: str, fn: Callable[[], tuple[str, str, dict[str, Any]]]) -> C
 
 
 def _config() -> dict[str, Any]:
+    """The paper's configuration with the schema's defaults, as the workflow reads it (no
+    Snakemake or jsonschema needed)."""
     import yaml
 
-    return yaml.safe_load((REPO / "config.yaml").read_text())
+    from rslib.experiment.config import with_defaults
+
+    return with_defaults(yaml.safe_load((REPO / "config.yaml").read_text()),
+                         yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text()))
 
 
 def _method_hparams(config: dict[str, Any], method: str, sizes: Sizes) -> dict[str, Any]:
@@ -280,7 +289,13 @@ def _deterministic():
 def check_sigterm_resume(sizes: Sizes, device: torch.device, workdir: Path):
     from rslib.models.checkpoint import read_checkpoint
     from rslib.training.driver import get_method
-    from rslib.training.loop import STATE_FILE, InMemoryBatches, OptimConfig, Preempted, train_loop
+    from rslib.training.loop import (
+        STATE_FILE,
+        InMemoryBatches,
+        OptimConfig,
+        Preempted,
+        train_loop,
+    )
 
     images = torch.randint(0, 256, (4 * sizes.batch, *CIFAR_SHAPE), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
@@ -352,10 +367,13 @@ def check_certify_fp32_bf16(sizes: Sizes, device: torch.device, models: list[tor
 def check_stored_vs_direct(sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
     import pandas as pd
 
-    from rslib.ensembles.certify import certify_scheme_direct, certify_scheme_from_outputs
+    from rslib.certification.smooth import Smooth, certify_from_counts
+    from rslib.ensembles.certify import (
+        certify_scheme_direct,
+        certify_scheme_from_outputs,
+    )
     from rslib.ensembles.outputs import compute_member_outputs
     from rslib.ensembles.schemes import SCHEMES
-    from rslib.certification.smooth import Smooth, certify_from_counts
 
     config = _config()
     settings = config["ensembles"]
@@ -411,7 +429,12 @@ def check_certify_adaptive(sizes: Sizes, device: torch.device, models: list[torc
 
 
 def check_checkpoint_to_cpu(sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
-    from rslib.models.checkpoint import ModelSpec, load_model, read_checkpoint, save_model
+    from rslib.models.checkpoint import (
+        ModelSpec,
+        load_model,
+        read_checkpoint,
+        save_model,
+    )
 
     model = models[0]
     spec = ModelSpec(arch=sizes.arch, dataset="cifar10", num_classes=10, in_channels=3, mean=CIFAR_MEAN,
@@ -491,14 +514,15 @@ def check_certify_speed(sizes: Sizes, device: torch.device):
 
 
 def check_train_speed(sizes: Sizes, device: torch.device):
-    import pandas as pd
 
-    from rslib.costs.estimate import estimate_gpu_hours, grid_jobs, summarize_estimate
+    from rslib.costs.estimate import estimate_gpu_hours, summarize_estimate
     from rslib.costs.measure import measure_costs
     from rslib.data.registry import dataset_info
+    from rslib.experiment.plan import full_grid
+    from rslib.report.comparison import read_reported
 
     config = _config()
-    train_jobs, certify_jobs = grid_jobs(config)
+    train_jobs, certify_jobs = full_grid(config)
     if sizes.shrink_hparams:  # the smoke size: CIFAR-10 only, a tiny network, one step of each setting
         train_jobs = [dict(j, arch=sizes.speed_arch, hparams=shrink(j["hparams"])) for j in train_jobs
                       if j["dataset"] == "cifar10"]
@@ -512,7 +536,7 @@ def check_train_speed(sizes: Sizes, device: torch.device):
     n_train = {d: dataset_info(d).train_images for d in {j["dataset"] for j in train_jobs}}
     estimate = estimate_gpu_hours(train_jobs, certify_jobs, measured, n_train)
     totals = summarize_estimate(estimate)
-    reported = pd.read_csv(REPO / "paper" / "reported.csv", dtype={"sigma": str})
+    reported = read_reported(REPO / "paper" / "reported.csv")
     paper = reported[(reported["table"] == "table2") & (reported["metric"] == "train_hours")]
     names = {"SmoothAdv": "smoothadv", "AdvMacer": "advmacer", "MACER": "macer"}
     table2 = []

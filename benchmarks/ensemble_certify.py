@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from rslib.models.checkpoint import load_model
-from rslib.data.registry import evaluation_indices
 from rslib.data.load import load_split
+from rslib.data.registry import evaluation_indices
 from rslib.ensembles.certify import certify_scheme_direct, certify_scheme_from_outputs
 from rslib.ensembles.outputs import compute_member_outputs, compute_pseudo_outputs
 from rslib.ensembles.schemes import ensemble_members, get_scheme, member_key
+from rslib.models.checkpoint import load_model
 
 SETTINGS = {"optimal": {"m": 10, "n": 10, "t": 0.3, "sigma_tilde": 0.01, "closed_form": "corrected"},
             "k_consensus": {"k": 2}, "sween": {"threshold": 0.99, "alpha": 0.05}}

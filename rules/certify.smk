@@ -9,26 +9,26 @@
 rule certify:
     input:
         unpack(certify_inputs),
-        data=f"{DATA}/{{dataset}}/meta.json",
+        data=PATHS.data_meta,
     output:
-        tsv=f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.tsv",
-        provenance=f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.json",
+        tsv=PATHS.certificate_shard,
+        provenance=PATHS.certificate_shard_record,
     params:
         settings=config["certify"],
-        eval=eval_settings,
-        num_shards=lambda wc: len(shard_ids(wc.dataset)),
+        eval=evaluation,
+        num_shards=shard_count,
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["certify"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/certify/{MODEL_DIR}/shard{{shard}}.log",
+        PATHS.log(f"certify/{MODEL}/shard{{shard}}"),
     benchmark:
-        f"{RESULTS}/benchmarks/certify/{MODEL_DIR}/shard{{shard}}.tsv",
+        PATHS.benchmark(f"certify/{MODEL}/shard{{shard}}"),
     threads: config["resources"]["certify"]["threads"]
     resources:
-        gpu=lambda wc: 0 if "outputs" in certify_inputs(wc) else config["resources"]["certify"]["gpu"],
+        gpu=certify_gpus,
         mem_mb=config["resources"]["certify"]["mem_mb"],
         runtime=job_runtime("certify"),
     script:
@@ -37,26 +37,22 @@ rule certify:
 
 rule merge_certificates:
     input:
-        shards=lambda wc: expand(
-            f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.tsv", shard=shard_ids(wc.dataset), **wc
-        ),
-        shard_provenance=lambda wc: expand(
-            f"{RESULTS}/certify/{MODEL_DIR}/shards/{{shard}}.json", shard=shard_ids(wc.dataset), **wc
-        ),
-        data=f"{DATA}/{{dataset}}/meta.json",
-        model=model_input,
+        shards=certificate_shards,
+        shard_provenance=certificate_shard_records,
+        data=PATHS.data_meta,
+        model=model_file,
     output:
-        tsv=f"{RESULTS}/certify/{MODEL_DIR}/certify.tsv",
-        provenance=f"{RESULTS}/certify/{MODEL_DIR}/certify.json",
+        tsv=PATHS.certificate,
+        provenance=PATHS.certificate_record,
     params:
-        eval=eval_settings,
+        eval=evaluation,
         settings=config["certify"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/merge_certificates/{MODEL_DIR}.log",
+        PATHS.log(f"merge_certificates/{MODEL}"),
     benchmark:
-        f"{RESULTS}/benchmarks/merge_certificates/{MODEL_DIR}.tsv",
+        PATHS.benchmark(f"merge_certificates/{MODEL}"),
     localrule: True
     script:
         "../workflow_scripts/merge_certificates.py"
@@ -66,17 +62,17 @@ rule import_certification_log:
     input:
         log=published_log,  # no dataset: the registry knows its test-split size and classes
     output:
-        tsv=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.tsv",
-        provenance=f"{RESULTS}/published/{{dataset}}/{{method}}/sigma{{sigma}}/certify.json",
+        tsv=PATHS.published_certificate,
+        provenance=PATHS.published_record,
     params:
-        eval=eval_settings,
+        eval=evaluation,
         version=STAGE_VERSIONS["certify"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/import_certification_log/{{dataset}}/{{method}}/sigma{{sigma}}.log",
+        PATHS.log("import_certification_log/{dataset}/{method}/sigma{sigma}"),
     benchmark:
-        f"{RESULTS}/benchmarks/import_certification_log/{{dataset}}/{{method}}/sigma{{sigma}}.tsv",
+        PATHS.benchmark("import_certification_log/{dataset}/{method}/sigma{sigma}"),
     localrule: True
     script:
         "../workflow_scripts/import_certification_log.py"

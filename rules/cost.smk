@@ -1,13 +1,13 @@
 # GPU-hour estimate of the configured run (SPEC "Performance"): a few real optimisation steps of
 # every configured training setting and certification forward passes are timed on a GPU job
-# (measure_costs), then scaled to the configured grid (cost_estimate).
+# (measure_costs), then scaled to the plan's jobs (cost_estimate).
 
 
 rule measure_costs:
     output:
-        f"{RESULTS}/costs/measured.json",
+        PATHS.result("costs/measured.json"),
     params:
-        jobs=cost_train_jobs() + cost_imported_jobs(),
+        jobs=PLAN.train_cost_jobs() + PLAN.imported_cost_jobs(),
         device=config["device"],
         steps=config["cost"]["steps"],
         certify_batch=config["certify"]["batch_size"],
@@ -16,9 +16,9 @@ rule measure_costs:
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/measure_costs.log",
+        PATHS.log("measure_costs"),
     benchmark:
-        f"{RESULTS}/benchmarks/measure_costs.tsv",
+        PATHS.benchmark("measure_costs"),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -31,22 +31,22 @@ rule measure_costs:
 rule cost_estimate:
     input:
         # no GPU job when the run trains, imports and certifies nothing (published logs only)
-        measured=rules.measure_costs.output[0] if cost_train_jobs() + cost_imported_jobs() + cost_certify_jobs() else [],
+        measured=rules.measure_costs.output[0] if PLAN.measures_costs() else [],
     output:
-        csv=f"{RESULTS}/cost_estimate.csv",
-        md=report(f"{RESULTS}/cost_estimate.md", caption="../report/cost.rst", category="Cost"),
+        csv=PATHS.result("cost_estimate.csv"),
+        md=report(PATHS.result("cost_estimate.md"), caption="../report/cost.rst", category="Cost"),
     params:
-        train_jobs=cost_train_jobs(),
-        imported_jobs=cost_imported_jobs(),
-        imported_unpriced=cost_imported_unpriced(),
-        certify_jobs=cost_certify_jobs(),
+        train_jobs=PLAN.train_cost_jobs(),
+        imported_jobs=PLAN.imported_cost_jobs(),
+        imported_unpriced=PLAN.imported_unpriced(),
+        certify_jobs=PLAN.certify_cost_jobs(),
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/cost_estimate.log",
+        PATHS.log("cost_estimate"),
     benchmark:
-        f"{RESULTS}/benchmarks/cost_estimate.tsv",
+        PATHS.benchmark("cost_estimate"),
     localrule: True
     script:
         "../workflow_scripts/cost_estimate.py"

@@ -4,16 +4,16 @@
 
 rule prepare_data:
     output:
-        meta=f"{DATA}/{{dataset}}/meta.json",
+        meta=PATHS.data_meta,
     params:
-        source=lambda wc: config["datasets"][wc.dataset]["source"],
+        source=dataset_source,
         version=STAGE_VERSIONS["data"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
+        PATHS.log("prepare_data/{dataset}"),
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_data/{{dataset}}.tsv",
+        PATHS.benchmark("prepare_data/{dataset}"),
     localrule: True
     resources:
         mem_mb=4000,

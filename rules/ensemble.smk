@@ -6,26 +6,28 @@
 # classes × n = 100,000 is too large to store) run the member networks inside certify_ensemble.
 
 
+
+
 rule member_outputs:
     input:
-        model=model_input,
-        data=f"{DATA}/{{dataset}}/meta.json",
+        model=model_file,
+        data=PATHS.data_meta,
     output:
-        f"{RESULTS}/outputs/{MODEL_DIR}/shards/{{shard}}.npz",
+        PATHS.member_outputs,
     params:
         settings=config["certify"],
-        eval=eval_settings,
-        num_shards=lambda wc: len(shard_ids(wc.dataset)),
-        dtype=lambda wc: config["datasets"][wc.dataset]["stored_output_dtype"],
+        eval=evaluation,
+        num_shards=shard_count,
+        dtype=stored_output_dtype,
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/member_outputs/{MODEL_DIR}/shard{{shard}}.log",
+        PATHS.log(f"member_outputs/{MODEL}/shard{{shard}}"),
     benchmark:
-        f"{RESULTS}/benchmarks/member_outputs/{MODEL_DIR}/shard{{shard}}.tsv",
+        PATHS.benchmark(f"member_outputs/{MODEL}/shard{{shard}}"),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -37,24 +39,24 @@ rule member_outputs:
 
 rule pseudo_outputs:
     input:
-        model=model_input,
-        data=f"{DATA}/{{dataset}}/meta.json",
+        model=model_file,
+        data=PATHS.data_meta,
     output:
-        f"{RESULTS}/outputs/{MODEL_DIR}/pseudo/{{shard}}.npz",
+        PATHS.pseudo_outputs,
     params:
         perturbation={k: config["ensembles"]["optimal"][k] for k in ("m", "n", "t", "sigma_tilde")},
         batch_size=config["certify"]["batch_size"],
-        eval=eval_settings,
-        num_shards=lambda wc: len(shard_ids(wc.dataset)),
+        eval=evaluation,
+        num_shards=shard_count,
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/pseudo_outputs/{MODEL_DIR}/shard{{shard}}.log",
+        PATHS.log(f"pseudo_outputs/{MODEL}/shard{{shard}}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pseudo_outputs/{MODEL_DIR}/shard{{shard}}.tsv",
+        PATHS.benchmark(f"pseudo_outputs/{MODEL}/shard{{shard}}"),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -66,22 +68,22 @@ rule pseudo_outputs:
 
 rule fit_ensemble_weights:
     input:
-        models=lambda wc: [model_path(**m) for m in ensemble_models(wc)],
-        data=f"{DATA}/{{dataset}}/meta.json",
+        models=member_models,
+        data=PATHS.data_meta,
     output:
-        f"{RESULTS}/ensembles/{ENSEMBLE_DIR}/weights-{{fit}}.json",
+        PATHS.ensemble_weights,
     params:
-        settings=lambda wc: {wc.fit: config["ensembles"][wc.fit]},
-        heldout=lambda wc: config["datasets"][wc.dataset]["heldout_images"],
+        settings=fit_settings,
+        heldout=heldout_images,
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/fit_ensemble_weights/{ENSEMBLE_DIR}/{{fit}}.log",
+        PATHS.log(f"fit_ensemble_weights/{ENSEMBLE}/{{fit}}"),
     benchmark:
-        f"{RESULTS}/benchmarks/fit_ensemble_weights/{ENSEMBLE_DIR}/{{fit}}.tsv",
+        PATHS.benchmark(f"fit_ensemble_weights/{ENSEMBLE}/{{fit}}"),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -95,29 +97,29 @@ rule certify_ensemble:
     input:
         outputs=member_output_shards,
         pseudo=pseudo_output_shards,
-        models=lambda wc: [] if stored_outputs(wc.dataset) else [model_path(**m) for m in ensemble_models(wc)],
+        models=member_models_if_direct,
         weights=fitted_weights,
-        data=f"{DATA}/{{dataset}}/meta.json",
+        data=PATHS.data_meta,
     output:
-        tsv=f"{RESULTS}/ensembles/{ENSEMBLE_DIR}/{{scheme}}/certify.tsv",
-        provenance=f"{RESULTS}/ensembles/{ENSEMBLE_DIR}/{{scheme}}/certify.json",
+        tsv=PATHS.ensemble_certificate,
+        provenance=PATHS.ensemble_record,
     params:
-        members=lambda wc: ensemble_models(wc),
+        members=members,
         certify=config["certify"],
-        settings=lambda wc: scheme_settings(wc.scheme),
-        eval=eval_settings,
+        settings=scheme_settings,
+        eval=evaluation,
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/certify_ensemble/{ENSEMBLE_DIR}/{{scheme}}.log",
+        PATHS.log(f"certify_ensemble/{ENSEMBLE}/{{scheme}}"),
     benchmark:
-        f"{RESULTS}/benchmarks/certify_ensemble/{ENSEMBLE_DIR}/{{scheme}}.tsv",
+        PATHS.benchmark(f"certify_ensemble/{ENSEMBLE}/{{scheme}}"),
     threads: config["resources"]["certify"]["threads"]
     resources:
-        gpu=lambda wc: 0 if stored_outputs(wc.dataset) else config["resources"]["certify"]["gpu"],
+        gpu=ensemble_gpus,
         mem_mb=config["resources"]["certify"]["mem_mb"],
         runtime=job_runtime("certify"),
     script:
@@ -126,25 +128,25 @@ rule certify_ensemble:
 
 rule certify_adaptive:
     input:
-        models=lambda wc: [model_path(**m) for m in ensemble_models(wc)],
-        data=f"{DATA}/{{dataset}}/meta.json",
+        models=member_models,
+        data=PATHS.data_meta,
     output:
-        summary=f"{RESULTS}/ensembles/{ENSEMBLE_DIR}/adaptive.json",
-        tsv=f"{RESULTS}/ensembles/{ENSEMBLE_DIR}/adaptive.tsv",
+        summary=PATHS.adaptive,
+        tsv=PATHS.adaptive_tsv,
     params:
         certify=config["certify"],
         adaptive=config["ensembles"]["adaptive"],
-        settings=scheme_settings(config["ensembles"]["adaptive"]["scheme"]),
-        eval=eval_settings,
+        settings=PLAN.scheme_settings(config["ensembles"]["adaptive"]["scheme"]),
+        eval=evaluation,
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/certify_adaptive/{ENSEMBLE_DIR}.log",
+        PATHS.log(f"certify_adaptive/{ENSEMBLE}"),
     benchmark:
-        f"{RESULTS}/benchmarks/certify_adaptive/{ENSEMBLE_DIR}.tsv",
+        PATHS.benchmark(f"certify_adaptive/{ENSEMBLE}"),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],

@@ -1,39 +1,31 @@
-# The paper's artefacts from the certification TSVs, training curves and timings only: cheap,
-# local, and rebuilt on a cosmetic change without retraining or recertifying anything.
-# `snakemake results/table1.tex` builds exactly what Table 1 needs (rslib.report.tables).
+# The paper's artefacts (rslib.experiment.artefacts) from the certification TSVs, training curves and
+# timings only: cheap, local, and rebuilt on a cosmetic change without retraining or recertifying
+# anything. `snakemake results/table1.tex` builds exactly what Table 1 needs.
 
 
 rule paper_table:
     input:
-        certificates=lambda wc: [source_certificate(s) for s in artefact_sources(wc.table)],
-        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.table) if s.has_curve],
-        members=lambda wc: [source_certificate(s) for s in artefact_members(wc.table)],
-        # the further seeds of trained single-model rows: seed spread and the bootstrap over seeds
-        seeds=lambda wc: [certificate_path(**m) for s in artefact_sources(wc.table) for m in source_seed_models(s)[1:]],
-        # certify.json beside each certificate: the devices behind the time cells
-        records=lambda wc: [source_record(s) for s in artefact_sources(wc.table)],
-        member_records=lambda wc: [source_record(s) for s in artefact_members(wc.table)],
+        unpack(table_inputs),
     output:
-        tex=report(f"{RESULTS}/{{table}}.tex", caption="../report/tables.rst", category="Tables",
-                   labels={"table": "{table}"}),
-        csv=f"{RESULTS}/{{table}}.csv",
+        tex=report(PATHS.table, caption="../report/tables.rst", category="Tables", labels={"table": "{table}"}),
+        csv=PATHS.table_csv,
     params:
-        sources=lambda wc: [vars(s) for s in artefact_sources(wc.table)],
-        members=lambda wc: [vars(s) for s in artefact_members(wc.table)],
-        hparams=lambda wc: [source_hparams(s) for s in artefact_sources(wc.table)],
-        seed_counts=lambda wc: [len(source_seed_models(s)[1:]) for s in artefact_sources(wc.table)],
-        deviations=lambda wc: [source_deviations(s, wc.table) for s in artefact_sources(wc.table)],
-        uncertainty=dict(config["report"]["bootstrap"], seed_statistics=PAPER["seed_statistics"]),
-        dataset=lambda wc: artefact_dataset(wc.table, PAPER),
+        sources=table_params("sources"),
+        members=table_params("members"),
+        hparams=table_params("hparams"),
+        seed_counts=table_params("seed_counts"),
+        deviations=table_params("deviations"),
+        uncertainty=dict(config["report"]["bootstrap"], seed_statistics=config["paper"]["seed_statistics"]),
+        dataset=table_params("dataset"),
         version=STAGE_VERSIONS["report"],
     wildcard_constraints:
-        table="table[1-8]",
+        table="|".join(TABLES),
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/paper/{{table}}.log",
+        PATHS.log("paper/{table}"),
     benchmark:
-        f"{RESULTS}/benchmarks/paper/{{table}}.tsv",
+        PATHS.benchmark("paper/{table}"),
     localrule: True
     script:
         "../workflow_scripts/paper_table.py"
@@ -41,25 +33,22 @@ rule paper_table:
 
 rule paper_figure:
     input:
-        # Figure 1 is drawn from the training curves alone
-        certificates=lambda wc: [] if wc.figure == "figure1" else [source_certificate(s) for s in artefact_sources(wc.figure)],
-        curves=lambda wc: [source_curve(s) for s in artefact_sources(wc.figure) if s.has_curve],
+        unpack(figure_inputs),
     output:
-        pdf=report(f"{RESULTS}/{{figure}}.pdf", caption="../report/figures.rst", category="Figures",
-                   labels={"figure": "{figure}"}),
-        csv=f"{RESULTS}/{{figure}}.csv",
+        pdf=report(PATHS.figure, caption="../report/figures.rst", category="Figures", labels={"figure": "{figure}"}),
+        csv=PATHS.figure_csv,
     params:
-        sources=lambda wc: [vars(s) for s in artefact_sources(wc.figure)],
-        sigma=lambda wc: PAPER[f"{wc.figure}_sigma"],
+        sources=figure_sources,
+        sigma=figure_sigma,
         version=STAGE_VERSIONS["report"],
     wildcard_constraints:
-        figure="figure[13]",
+        figure="|".join(FIGURES),
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/paper/{{figure}}.log",
+        PATHS.log("paper/{figure}"),
     benchmark:
-        f"{RESULTS}/benchmarks/paper/{{figure}}.tsv",
+        PATHS.benchmark("paper/{figure}"),
     localrule: True
     script:
         "../workflow_scripts/paper_figure.py"
@@ -67,22 +56,22 @@ rule paper_figure:
 
 rule summary:
     input:
-        certificates=[certificate_path(**m) for m in MODELS],
+        certificates=[PLAN.certificate(m) for m in PLAN.models],
     output:
-        table=f"{RESULTS}/certified_accuracy.tex",
-        csv=f"{RESULTS}/certified_accuracy.csv",
-        figure=f"{RESULTS}/certified_accuracy.pdf",
+        table=PATHS.result("certified_accuracy.tex"),
+        csv=PATHS.result("certified_accuracy.csv"),
+        figure=PATHS.result("certified_accuracy.pdf"),
     params:
-        models=MODELS,
-        radii=config["report"]["radii"],
+        models=PLAN.models,
+        radii=PLAN.report_radii,
         max_radius=config["report"]["figure_max_radius"],
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/summary.log",
+        PATHS.log("summary"),
     benchmark:
-        f"{RESULTS}/benchmarks/summary.tsv",
+        PATHS.benchmark("summary"),
     localrule: True
     script:
         "../workflow_scripts/summary.py"
@@ -90,24 +79,24 @@ rule summary:
 
 rule ensemble_summary:
     input:
-        certificates=[ensemble_certificate_path(**e) for e in ENSEMBLES],
-        adaptive=[adaptive_path(**e) for e in ADAPTIVE],
+        certificates=[PLAN.ensemble_certificate(e) for e in PLAN.ensembles],
+        adaptive=[layout.Paths.fill(PATHS.adaptive, **e) for e in PLAN.adaptive],
     output:
-        table=f"{RESULTS}/ensembles.tex",
-        csv=f"{RESULTS}/ensembles.csv",
-        adaptive=f"{RESULTS}/adaptive.csv",
+        table=PATHS.result("ensembles.tex"),
+        csv=PATHS.result("ensembles.csv"),
+        adaptive=PATHS.result("adaptive.csv"),
     params:
-        ensembles=ENSEMBLES,
-        evaluation=[ensemble_evaluation(e["dataset"]) for e in ENSEMBLES],
-        adaptive=ADAPTIVE,
-        radii=config["report"]["radii"],
+        ensembles=PLAN.ensembles,
+        evaluation=[PLAN.ensemble_evaluation(e["dataset"]) for e in PLAN.ensembles],
+        adaptive=PLAN.adaptive,
+        radii=PLAN.report_radii,
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/ensemble_summary.log",
+        PATHS.log("ensemble_summary"),
     benchmark:
-        f"{RESULTS}/benchmarks/ensemble_summary.tsv",
+        PATHS.benchmark("ensemble_summary"),
     localrule: True
     script:
         "../workflow_scripts/ensemble_summary.py"
@@ -116,24 +105,24 @@ rule ensemble_summary:
 rule comparison:
     input:
         reported=REPORTED,
-        tables=expand(f"{RESULTS}/table{{k}}.csv", k=range(1, 9)),
+        tables=[layout.Paths.fill(PATHS.table_csv, table=name) for name in TABLES],
     output:
-        md=f"{RESULTS}/comparison.md",
-        tex=report(f"{RESULTS}/comparison.tex", caption="../report/comparison.rst", category="Comparison"),
-        csv=report(f"{RESULTS}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
-        summary=report(f"{RESULTS}/comparison_summary.csv", caption="../report/comparison_summary.rst",
+        md=PATHS.result("comparison.md"),
+        tex=report(PATHS.result("comparison.tex"), caption="../report/comparison.rst", category="Comparison"),
+        csv=report(PATHS.result("comparison.csv"), caption="../report/comparison.rst", category="Comparison"),
+        summary=report(PATHS.result("comparison_summary.csv"), caption="../report/comparison_summary.rst",
                        category="Comparison"),
     params:
-        datasets=", ".join(f"{k}: {v}" for k, v in PAPER.items() if k in ("main", "svhn", "imagenet")),
+        datasets=", ".join(f"{k}: {v}" for k, v in config["paper"].items() if k in ("main", "svhn", "imagenet")),
         time_tolerance=config["report"]["time_tolerance"],
         level=config["report"]["bootstrap"]["level"],
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/paper/comparison.log",
+        PATHS.log("paper/comparison"),
     benchmark:
-        f"{RESULTS}/benchmarks/paper/comparison.tsv",
+        PATHS.benchmark("paper/comparison"),
     localrule: True
     script:
         "../workflow_scripts/comparison.py"
@@ -141,20 +130,20 @@ rule comparison:
 
 rule certified_accuracy_curves:
     input:
-        certificates=lambda wc: [source_certificate(s) for s in curve_sources(wc.dataset, wc.sigma)],
+        certificates=curve_certificates,
     output:
-        report(f"{RESULTS}/curves/{{dataset}}_sigma{{sigma}}.pdf", caption="../report/curves.rst", category="Curves",
+        report(PATHS.curves, caption="../report/curves.rst", category="Curves",
                labels={"dataset": "{dataset}", "sigma": "{sigma}"}),
     params:
-        sources=lambda wc: [vars(s) for s in curve_sources(wc.dataset, wc.sigma)],
+        sources=curve_sources,
         max_radius=config["report"]["figure_max_radius"],
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/paper/curves_{{dataset}}_sigma{{sigma}}.log",
+        PATHS.log("paper/curves_{dataset}_sigma{sigma}"),
     benchmark:
-        f"{RESULTS}/benchmarks/paper/curves_{{dataset}}_sigma{{sigma}}.tsv",
+        PATHS.benchmark("paper/curves_{dataset}_sigma{sigma}"),
     localrule: True
     script:
         "../workflow_scripts/certified_accuracy_curves.py"
@@ -162,18 +151,18 @@ rule certified_accuracy_curves:
 
 rule provenance_table:
     input:
-        models=[certificate_path(**m).replace("certify.tsv", "certify.json") for m in MODELS],
-        ensembles=[ensemble_certificate_path(**e).replace("certify.tsv", "certify.json") for e in ENSEMBLES],
+        models=[layout.Paths.fill(PATHS.certificate_record, **m) for m in PLAN.models],
+        ensembles=[layout.Paths.fill(PATHS.ensemble_record, **e) for e in PLAN.ensembles],
     output:
-        report(f"{RESULTS}/provenance.csv", caption="../report/provenance.rst", category="Provenance"),
+        report(PATHS.result("provenance.csv"), caption="../report/provenance.rst", category="Provenance"),
     params:
         version=STAGE_VERSIONS["report"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/paper/provenance.log",
+        PATHS.log("paper/provenance"),
     benchmark:
-        f"{RESULTS}/benchmarks/paper/provenance.tsv",
+        PATHS.benchmark("paper/provenance"),
     localrule: True
     script:
         "../workflow_scripts/provenance_table.py"

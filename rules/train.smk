@@ -8,17 +8,17 @@
 
 rule train:
     input:
-        data=f"{DATA}/{{dataset}}/meta.json",
+        data=PATHS.data_meta,
     output:
-        model=f"{RESULTS}/models/{MODEL_DIR}/model.pt",
-        curve=f"{RESULTS}/models/{MODEL_DIR}/training_curve.csv",
+        model=PATHS.trained_model,
+        curve=PATHS.training_curve,
     params:
-        checkpoint_dir=f"{RESULTS}/checkpoints/{MODEL_DIR}",
-        arch=lambda wc: config["datasets"][wc.dataset]["arch"],
+        checkpoint_dir=PATHS.training_state,
+        arch=dataset_arch,
         hparams=train_hparams,
         curve=dict(config["training_curves"], noise_seed=config["noise_seed"]),
-        eval=eval_settings,
-        heldout=lambda wc: config["datasets"][wc.dataset]["heldout_images"],
+        eval=evaluation,
+        heldout=heldout_images,
         device=config["device"],
         version=STAGE_VERSIONS["train"],
     conda:
@@ -26,9 +26,9 @@ rule train:
     message:
         "train {wildcards.method} on {wildcards.dataset}, sigma={wildcards.sigma}, seed {wildcards.seed}: {params.hparams}"
     log:
-        f"{RESULTS}/logs/train/{MODEL_DIR}.log",
+        PATHS.log(f"train/{MODEL}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{MODEL_DIR}.tsv"
+        PATHS.benchmark(f"train/{MODEL}")
     threads: config["resources"]["train"]["threads"]
     resources:
         gpu=config["resources"]["train"]["gpu"],
@@ -40,25 +40,25 @@ rule train:
 
 rule import_model:
     input:
-        released=lambda wc: released_entry(wc)["path"],
-        data=f"{DATA}/{{dataset}}/meta.json",
+        released=released_path,
+        data=PATHS.data_meta,
     output:
-        model=f"{RESULTS}/imported/{MODEL_DIR}/model.pt",
+        model=PATHS.imported_model,
     params:
-        format=lambda wc: released_entry(wc)["format"],
-        input_layer=lambda wc: released_entry(wc)["input_layer"],
-        allow_pickle=lambda wc: released_entry(wc)["allow_pickle"],
-        accept_implausible=lambda wc: released_entry(wc)["accept_implausible"],
-        evaluation=eval_settings,
+        format=released_field("format"),
+        input_layer=released_field("input_layer"),
+        allow_pickle=released_field("allow_pickle"),
+        accept_implausible=released_field("accept_implausible"),
+        evaluation=evaluation,
         noise_seed=config["noise_seed"],
-        arch=lambda wc: config["datasets"][wc.dataset]["arch"],
+        arch=dataset_arch,
         version=STAGE_VERSIONS["train"],
     conda:
         CONDA_ENV
     log:
-        f"{RESULTS}/logs/import_model/{MODEL_DIR}.log",
+        PATHS.log(f"import_model/{MODEL}"),
     benchmark:
-        f"{RESULTS}/benchmarks/import_model/{MODEL_DIR}.tsv",
+        PATHS.benchmark(f"import_model/{MODEL}"),
     localrule: True
     resources:
         mem_mb=4000,

@@ -34,37 +34,6 @@ def _key(hparams: dict[str, Any]) -> str:
     return json.dumps(cost_hparams(hparams), sort_keys=True, default=str)
 
 
-def grid_jobs(config: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """(training jobs, certification jobs) of the full retraining grid of ``config``, for
-    :func:`estimate_gpu_hours` without Snakemake (``benchmarks/device_check.py`` runs where
-    Snakemake is not installed).
-
-    Every (method, dataset, σ, seed) slot of ``methods`` with configured ``hparams`` is one
-    training job (slots filled by released checkpoints included: this is the cost of training
-    them all here, the "full retraining grid" of ``results/cost_estimate.md``); slots without
-    hparams (released checkpoints only) cost nothing. Every slot is one certification pass of
-    ``datasets.<d>.evaluation.count`` images with ``certify.n0 + certify.n`` samples (ensembles
-    reuse their members' outputs).
-    """
-    from rslib.experiment.config import merged_hparams, sigma_key
-
-    train, certify = [], []
-    for method, per_dataset in config["methods"].items():
-        for dataset, settings in per_dataset.items():
-            data = config["datasets"][dataset]
-            seeds_by_sigma = {sigma_key(k): v for k, v in settings.get("seeds_by_sigma", {}).items()}
-            for sigma in settings.get("sigmas", data["sigmas"]):
-                hparams = merged_hparams(config, method, dataset, sigma)
-                for seed in seeds_by_sigma.get(sigma_key(sigma), settings["seeds"]):
-                    job = {"dataset": dataset, "arch": data["arch"], "method": method, "sigma": float(sigma),
-                           "seed": int(seed), "label": f"{method} {dataset} sigma={sigma_key(sigma)} seed={seed}"}
-                    if hparams:
-                        train.append(dict(job, hparams=hparams, heldout=int(data.get("heldout_images", 0) or 0)))
-                    certify.append(dict(job, model=job["label"], images=int(data["evaluation"]["count"]),
-                                        n0=int(config["certify"]["n0"]), n=int(config["certify"]["n"])))
-    return train, certify
-
-
 def _train_match(job: dict, measured: list[dict]) -> dict:
     hparams = dict(job["hparams"])
     batch = int(hparams["batch_size"])

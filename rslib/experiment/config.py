@@ -21,3 +21,40 @@ def merged_hparams(config: Mapping[str, Any], method: str, dataset: str, sigma: 
         if sigma_key(key) == sigma_key(sigma):
             merged.update(override)
     return merged
+
+
+def with_defaults(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with the schema's defaults filled in where a key is missing, as
+    Snakemake's ``validate(config, schema, set_default=True)`` does, without validating: for code
+    that reads a configuration outside Snakemake (the device check, a user's script) and may run
+    where neither Snakemake nor jsonschema is installed."""
+    import copy
+
+    def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
+        while "$ref" in node:
+            target: Any = schema
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return node
+
+    def fill(instance: Any, node: Mapping[str, Any]) -> None:
+        node = resolve(node)
+        if isinstance(instance, dict):
+            properties = node.get("properties", {})
+            for key, sub in properties.items():
+                if key not in instance and "default" in resolve(sub):
+                    instance[key] = copy.deepcopy(resolve(sub)["default"])
+            extra = node.get("additionalProperties")
+            for key, value in instance.items():
+                if key in properties:
+                    fill(value, properties[key])
+                elif isinstance(extra, Mapping):
+                    fill(value, extra)
+        elif isinstance(instance, list) and isinstance(node.get("items"), Mapping):
+            for value in instance:
+                fill(value, node["items"])
+
+    out = copy.deepcopy(dict(config))
+    fill(out, schema)
+    return out

@@ -107,16 +107,23 @@ def verdict(cell: Mapping[str, Any], time_tolerance: float) -> tuple[str, str]:
     return ("reproduced" if where == "inside" else "differs"), f"paper {paper:.3f} {where} [{low:.3f}, {high:.3f}]"
 
 
+def read_reported(path: str | os.PathLike) -> pd.DataFrame:
+    """The paper's numbers (``paper/reported.csv``: table, sigma, row, metric, value, source_line)
+    with σ as tables write it and each value's printed decimals (``decimals``)."""
+    paper = pd.read_csv(path, dtype={"sigma": str, "value": str})  # values as printed: their decimals count
+    paper["decimals"] = paper["value"].map(printed_decimals)
+    paper["value"] = paper["value"].astype(float)
+    paper["sigma"] = _sigma(paper["sigma"])
+    return paper
+
+
 def compare(reported: str | os.PathLike, reproduced: Sequence[str | os.PathLike],
             time_tolerance: float = 0.25) -> pd.DataFrame:
     """Cells present in both the paper and our tables: paper, ours (the first seed, as the table
     shows it), ours − paper (ours/paper for times), our interval and seed spread, the verdict and
     its reason, and where our value comes from (``origin``: trained here, an imported released
     checkpoint certified here, or a published certification log read as it is)."""
-    paper = pd.read_csv(reported, dtype={"sigma": str, "value": str})  # values as printed: their decimals count
-    paper["decimals"] = paper["value"].map(printed_decimals)
-    paper["value"] = paper["value"].astype(float)
-    paper["sigma"] = _sigma(paper["sigma"])
+    paper = read_reported(reported)
     frames = [pd.read_csv(p, dtype={"sigma": str, "deviation": str, "device": str}) for p in reproduced]
     frames = [f for f in frames if len(f)]
     ours = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEYS, "value"])

@@ -105,7 +105,7 @@ def test_killed_process_resumes_to_same_weights(digits_meta, reference, tmp_path
         f"""
         import sys, time, torch
         from pathlib import Path
-        from rslib.training import run_training
+        from rslib.training.driver import run_training
         from rslib.training.loop import train_loop
         import rslib.training.loop as loop
 

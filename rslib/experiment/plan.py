@@ -1,0 +1,526 @@
+"""The experiment plan: everything a validated configuration asks for, computed once.
+
+``Plan.from_config(config)`` enumerates every model slot (trained, imported from a released
+checkpoint, or reported from a published certification log), every ensemble certificate and
+CertifyAdp run, the members whose outputs are stored, each dataset's evaluation size, the
+sources of each of the paper's artefacts and the jobs of the GPU-hour estimate, and raises one
+:class:`rslib.runtime.errors.ConfigError` naming the key for every inconsistency between the
+configuration's sections. The Snakefile's rules, the cost estimate and the device check read this
+one plan (``rules/common.smk`` holds only thin input functions over it); it imports no torch.
+
+Models and ensembles are plain dicts (``{"dataset", "method", "sigma", "seed"}``,
+``{"dataset", "sigma", "ensemble", "scheme"}``): they travel as rule ``params`` into the
+workflow scripts, and Snakemake reruns a job whose params change, so their shape is part of the
+contract with existing results.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rslib.data.registry import DATASETS, available_evaluation_images
+from rslib.ensembles.schemes import SCHEMES, ensemble_members, get_scheme
+from rslib.experiment.artefacts import (
+    TABLE_RADII,
+    Configured,
+    Source,
+    artefact,
+    member_sources,
+)
+from rslib.experiment.comparability import configuration_deviations
+from rslib.experiment.config import merged_hparams, sigma_key
+from rslib.experiment.paths import Paths
+from rslib.experiment.released_files import missing_files_message
+from rslib.runtime.errors import ConfigError
+from rslib.training.hparams import check_hparam_keys
+
+Model = dict[str, Any]  #: {"dataset", "method", "sigma", "seed"}
+
+
+def model_label(m: Mapping[str, Any]) -> str:
+    return f"{m['dataset']}/{m['method']}/σ={m['sigma']}/seed {m['seed']}"
+
+
+def _slot(m: Mapping[str, Any]) -> tuple[str, str, str, int]:
+    return m["dataset"], m["method"], m["sigma"], int(m["seed"])
+
+
+class Plan:
+    """The plan of one configuration; build it with :meth:`from_config`."""
+
+    def __init__(self, config: Mapping[str, Any], reference: Mapping[str, Any] | None = None,
+                 manifest: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        #: the paper's configuration (``config.yaml``): what a cell must match to be comparable
+        self.reference = reference
+        self.paths = Paths(config["data_dir"], config["results_dir"])
+        self.paper = config["paper"]
+        #: every (dataset, method, σ, seed) model slot, trained or imported; the released file of
+        #: each imported one; the published log of each (dataset, σ, method) row reported from one
+        self.models: list[Model] = []
+        self.released: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+        self.published_logs: dict[tuple[str, str, str], str] = {}
+        self._grid()
+        self.trained = [m for m in self.models if not self.is_released(m)]
+        self.evaluation_images = self._evaluation_sizes()
+        #: every (dataset, σ, ensemble, scheme) certificate and (dataset, σ, ensemble) CertifyAdp run
+        self.ensembles: list[dict[str, Any]] = []
+        self.adaptive: list[dict[str, Any]] = []
+        self._ensembles()
+        #: models whose outputs are stored for ensembles
+        self.stored_members = {
+            (e["dataset"], method, e["sigma"], seed)
+            for e in self.ensembles if self.stores_outputs(e["dataset"])
+            for method, seed in ensemble_members(e["ensemble"], self.trained_seeds(e["dataset"], e["sigma"]))
+        }
+        #: released files and published logs that are not on disk, as one message (None: all there)
+        self.missing_released = missing_files_message(
+            [r["path"] for r in self.released.values()] + list(self.published_logs.values()), manifest or {})
+        self.configured = self._configured()
+        self._table_params: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, reference: Mapping[str, Any] | None = None,
+                    manifest: Mapping[str, Any] | None = None, schema: Mapping[str, Any] | None = None) -> Plan:
+        """The plan of a configuration validated against the schema (defaults filled in).
+
+        ``reference`` is the paper's configuration (for comparability), ``manifest`` the released
+        files' manifest (:func:`rslib.experiment.released_files.load_manifest`) and ``schema`` the
+        configuration schema, whose ``hparams`` definition checks each per-σ override merged
+        into its method's hyper-parameters. Raises :class:`ConfigError` naming the key."""
+        plan = cls(config, reference, manifest)
+        plan._check_hparams(schema)
+        return plan
+
+    # --- the grid ------------------------------------------------------------------------------
+    def _grid(self) -> None:
+        config = self.config
+        for method, per_dataset in config["methods"].items():
+            for dataset, settings in per_dataset.items():
+                where = f"methods.{method}.{dataset}"
+                if dataset not in config["datasets"]:
+                    raise ConfigError(f"{where}: dataset {dataset!r} is not configured under `datasets`")
+                dataset_sigmas = {sigma_key(s) for s in config["datasets"][dataset]["sigmas"]}
+                sigmas = [sigma_key(s) for s in settings.get("sigmas", config["datasets"][dataset]["sigmas"])]
+                unknown = sorted(set(sigmas) - dataset_sigmas)
+                if unknown:
+                    raise ConfigError(f"{where}.sigmas: {unknown} not in datasets.{dataset}.sigmas")
+                seeds_by_sigma = {sigma_key(k): v for k, v in settings.get("seeds_by_sigma", {}).items()}
+                for section in ("by_sigma", "seeds_by_sigma", "released"):
+                    for key in settings.get(section, {}):
+                        if sigma_key(key) not in sigmas:
+                            raise ConfigError(f"{where}.{section}: sigma {key} is not configured for this method")
+                for key in settings.get("published_logs", {}):  # a log may report a σ the method does not train at
+                    if sigma_key(key) not in dataset_sigmas:
+                        raise ConfigError(f"{where}.published_logs: sigma {key} is not in datasets.{dataset}.sigmas")
+                released_here = {sigma_key(k): v for k, v in settings.get("released", {}).items()}
+                for key, path in settings.get("published_logs", {}).items():
+                    self.published_logs[(dataset, sigma_key(key), method)] = path
+                for sigma in sigmas:
+                    seeds = seeds_by_sigma.get(sigma, settings["seeds"])
+                    if sigma in released_here:
+                        entry = released_here[sigma]
+                        if len(entry["files"]) != len(seeds):
+                            raise ConfigError(f"{where}.released.{sigma}: {len(entry['files'])} files for {len(seeds)} "
+                                              f"seed slots {seeds}; give one file per seed")
+                        for seed, path in zip(seeds, entry["files"]):
+                            self.released[(dataset, method, sigma, seed)] = dict(
+                                path=path, format=entry["format"], input_layer=entry.get("input_layer"),
+                                allow_pickle=entry.get("allow_pickle", False),
+                                accept_implausible=entry.get("accept_implausible", False),
+                            )
+                    elif seeds and "hparams" not in settings:
+                        raise ConfigError(f"{where}: hparams are missing, and sigma {sigma} has no released "
+                                          f"checkpoints to import")
+                    self.models += [dict(dataset=dataset, method=method, sigma=sigma, seed=seed) for seed in seeds]
+                if not settings["seeds"] and not seeds_by_sigma and not settings.get("published_logs"):
+                    raise ConfigError(f"{where}: no seeds and no published_logs: nothing to train, import or report")
+
+    def _check_hparams(self, schema: Mapping[str, Any] | None) -> None:
+        """Every method's hparams and each per-σ override: keys the method reads (a misspelt key
+        would silently leave its default in force) and, merged per σ, values of the right type
+        (the hparams themselves passed the schema with the whole configuration; the merged
+        overrides did not)."""
+        validator = None
+        if schema is not None:
+            import jsonschema
+
+            validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/hparams", "$defs": schema["$defs"]})
+        for method, per_dataset in self.config["methods"].items():
+            for dataset, settings in per_dataset.items():
+                where = f"methods.{method}.{dataset}"
+                check_hparam_keys(method, settings.get("hparams", {}), f"{where}.hparams")
+                for key, override in settings.get("by_sigma", {}).items():
+                    check_hparam_keys(method, override, f"{where}.by_sigma.{key}")
+                if "hparams" not in settings or validator is None:
+                    continue
+                for key, override in settings.get("by_sigma", {}).items():
+                    merged = {**settings["hparams"], **override}
+                    error = next(iter(sorted(validator.iter_errors(merged), key=lambda e: list(e.path))), None)
+                    if error is not None:
+                        field = ".".join(str(p) for p in error.path) or "hparams"
+                        raise ConfigError(f"{where}.by_sigma.{key}: {field}: {error.message}")
+
+    def _evaluation_sizes(self) -> dict[str, int]:
+        """Images in each dataset's evaluation subset, checked against the registry's test-split
+        size before any job runs (ImageNet is checked again against the user's folder)."""
+        sizes = {}
+        for name, settings in self.config["datasets"].items():
+            ev = settings["evaluation"]
+            test_images = DATASETS[name].test_images
+            available = available_evaluation_images(test_images, ev["start"], ev["stride"])
+            if ev["count"] > available:
+                raise ConfigError(f"datasets.{name}.evaluation: count {ev['count']} but {name}'s {test_images} test "
+                                  f"images give only {available} from start {ev['start']} with stride {ev['stride']}")
+            sizes[name] = ev["count"]
+        return sizes
+
+    def _ensembles(self) -> None:
+        for n, group in enumerate(self.config["ensembles"]["build"]):
+            where = f"ensembles.build[{n}]"
+            dataset = group["dataset"]
+            if dataset not in self.config["datasets"]:
+                raise ConfigError(f"{where}: dataset {dataset!r} is not configured under `datasets`")
+            settings = self.config["datasets"][dataset]
+            for sigma in [sigma_key(s) for s in group.get("sigmas", settings["sigmas"])]:
+                for name in group["members"]:
+                    try:
+                        ensemble_members(name, self.trained_seeds(dataset, sigma))
+                    except ValueError as e:
+                        raise ConfigError(f"{where}, {dataset} sigma {sigma}: {e}") from None
+                    for scheme in group["schemes"]:
+                        if get_scheme(scheme).fitted and not settings["heldout_images"]:
+                            raise ConfigError(f"{where}: scheme {scheme} fits weights on held-out training images; "
+                                              f"set datasets.{dataset}.heldout_images")
+                        entry = dict(dataset=dataset, sigma=sigma, ensemble=name, scheme=scheme)
+                        if entry not in self.ensembles:
+                            self.ensembles.append(entry)
+                    if group.get("adaptive", False):
+                        entry = dict(dataset=dataset, sigma=sigma, ensemble=name)
+                        if entry not in self.adaptive:
+                            self.adaptive.append(entry)
+
+    def is_released(self, m: Mapping[str, Any]) -> bool:
+        return _slot(m) in self.released
+
+    def released_file(self, m: Mapping[str, Any]) -> dict[str, Any]:
+        """{path, format, input_layer, allow_pickle, accept_implausible} of the released checkpoint
+        that fills slot ``m``; every missing released file at once when any is missing."""
+        if not self.is_released(m):
+            raise ConfigError(f"{m['dataset']}/{m['method']}/sigma{m['sigma']}/seed{m['seed']} has no released "
+                              f"checkpoint in methods.{m['method']}.{m['dataset']}.released: it is trained")
+        self.require_released_files()
+        return self.released[_slot(m)]
+
+    def published_log(self, dataset: str, sigma: str, method: str) -> str:
+        """The published certification log configured for (dataset, σ, method)."""
+        if (dataset, sigma, method) not in self.published_logs:
+            raise ConfigError(f"no published log configured in methods.{method}.{dataset}.published_logs for "
+                              f"sigma {sigma}")
+        self.require_released_files()
+        return self.published_logs[(dataset, sigma, method)]
+
+    def require_released_files(self) -> None:
+        if self.missing_released:
+            raise ConfigError(self.missing_released)
+
+    def trained_seeds(self, dataset: str, sigma: str) -> dict[str, list[int]]:
+        """{method: [seeds in configured order]} of the model slots at (dataset, σ)."""
+        seeds: dict[str, list[int]] = {}
+        for m in self.models:
+            if m["dataset"] == dataset and m["sigma"] == sigma:
+                seeds.setdefault(m["method"], []).append(m["seed"])
+        return seeds
+
+    def method_settings(self, dataset: str, method: str) -> Mapping[str, Any]:
+        try:
+            return self.config["methods"][method][dataset]
+        except KeyError:
+            raise ConfigError(f"method {method!r} is not configured for dataset {dataset!r}") from None
+
+    def hparams(self, dataset: str, method: str, sigma: str) -> dict[str, Any]:
+        """The method's hparams for this dataset with its per-σ overrides applied ({} for a method
+        configured only with released checkpoints)."""
+        self.method_settings(dataset, method)  # a clear error for an unconfigured (method, dataset)
+        return merged_hparams(self.config, method, dataset, sigma)
+
+    def train_hparams(self, m: Mapping[str, Any]) -> dict[str, Any]:
+        """What the train rule trains slot ``m`` with; a slot filled by a released checkpoint is not trained."""
+        if self.is_released(m):
+            raise ConfigError(f"{model_label(m)} is imported from the released checkpoint "
+                              f"{self.released_file(m)['path']} (methods.{m['method']}.{m['dataset']}.released), "
+                              f"not trained: ask for {self.model_file(m)}")
+        return self.hparams(m["dataset"], m["method"], m["sigma"])
+
+    # --- files of a slot -----------------------------------------------------------------------
+    def model_file(self, m: Mapping[str, Any]) -> str:
+        """The model file of a slot: trained (results/models/…) or imported (results/imported/…)."""
+        template = self.paths.imported_model if self.is_released(m) else self.paths.trained_model
+        return Paths.fill(template, **{k: m[k] for k in ("dataset", "method", "sigma", "seed")})
+
+    def certificate(self, m: Mapping[str, Any]) -> str:
+        return Paths.fill(self.paths.certificate, **{k: m[k] for k in ("dataset", "method", "sigma", "seed")})
+
+    def evaluation(self, dataset: str) -> dict[str, int]:
+        """The dataset's evaluation subset (start, stride, count); the scripts compute the indices."""
+        return dict(self.config["datasets"][dataset]["evaluation"])
+
+    def shard_ids(self, dataset: str) -> range:
+        return range(min(self.config["certify"]["shards"], self.evaluation_images[dataset]))
+
+    def certify_inputs(self, m: Mapping[str, Any], shard: int | str) -> dict[str, str]:
+        """A model whose outputs are stored for ensembles is certified from its stored class counts
+        (same noise, same float32 counts, no second network pass); any other model directly."""
+        if _slot(m) in self.stored_members and not self.config["certify"]["autocast_bf16"]:
+            return {"outputs": Paths.fill(self.paths.member_outputs, shard=shard, **m)}
+        return {"model": self.model_file(m)}
+
+    # --- ensembles -----------------------------------------------------------------------------
+    def ensemble_models(self, dataset: str, sigma: str, ensemble: str) -> list[Model]:
+        """Member models of an ensemble, in configured seed order."""
+        members = ensemble_members(ensemble, self.trained_seeds(dataset, sigma))
+        return [dict(dataset=dataset, method=m, sigma=sigma, seed=s) for m, s in members]
+
+    def stores_outputs(self, dataset: str) -> bool:
+        """Ensembles of this dataset reduce stored member outputs (else evaluate members directly)."""
+        return self.config["datasets"][dataset]["ensemble_evaluation"] == "stored"
+
+    def ensemble_evaluation(self, dataset: str) -> str:
+        """How a dataset's ensembles are certified, as the ensemble summary says it."""
+        if self.stores_outputs(dataset):
+            return f"stored {self.config['datasets'][dataset]['stored_output_dtype']} outputs"
+        return "direct evaluation"
+
+    def member_output_shards(self, dataset: str, sigma: str, ensemble: str, pseudo: bool = False) -> list[str]:
+        """Every output shard (or pseudo-model output shard) of every member, member-major."""
+        template = self.paths.pseudo_outputs if pseudo else self.paths.member_outputs
+        return [Paths.fill(template, shard=shard, **m) for m in self.ensemble_models(dataset, sigma, ensemble)
+                for shard in self.shard_ids(dataset)]
+
+    def scheme_settings(self, scheme_name: str) -> dict[str, Any]:
+        """The ``ensembles`` settings a scheme reads (only those: changing SWEEN's settings must not
+        rerun the average-weight certificates)."""
+        scheme = get_scheme(scheme_name)
+        keys = set()
+        if scheme.per_point or scheme.fitted == "optimal":
+            keys.add("optimal")
+        if scheme.fitted == "sween" or scheme.aggregation == "sween_adaptive":
+            keys.add("sween")
+        if scheme.aggregation == "k_consensus":
+            keys.add("k_consensus")
+        return {k: self.config["ensembles"][k] for k in sorted(keys)}
+
+    def ensemble_certificate(self, e: Mapping[str, Any]) -> str:
+        return Paths.fill(self.paths.ensemble_certificate, **e)
+
+    @staticmethod
+    def fitted(scheme: str) -> str | None:
+        """The held-out fit a scheme's weights come from ("optimal", "sween"), or None."""
+        return get_scheme(scheme).fitted
+
+    @staticmethod
+    def per_point(scheme: str) -> bool:
+        """Whether a scheme's weights are computed per test point (EsbRS Alg. 2: pseudo-model outputs)."""
+        return get_scheme(scheme).per_point
+
+    # --- the paper's artefacts -----------------------------------------------------------------
+    def _configured(self) -> Configured:
+        first_seed, origins = {}, {}
+        for m in self.models:
+            key = (m["dataset"], m["sigma"], m["method"])
+            if key not in first_seed:
+                first_seed[key] = m["seed"]
+                origins[key] = "imported" if self.is_released(m) else "trained"
+        origins.update({key: "published log" for key in self.published_logs})  # a configured log stands for the row
+        return Configured(
+            first_seed=first_seed,
+            ensembles={(e["dataset"], e["sigma"], e["ensemble"], e["scheme"]) for e in self.ensembles},
+            sigmas={d: [sigma_key(s) for s in v["sigmas"]] for d, v in self.config["datasets"].items()},
+            origins=origins,
+        )
+
+    def artefact_sources(self, name: str) -> list[Source]:
+        """Sources (single models, ensemble certificates) that an artefact reports, as configured."""
+        return artefact(name).sources(self.paper, self.configured)
+
+    def artefact_members(self, name: str) -> list[Source]:
+        """Members of Table 3's ensembles (configured seed order): their certification time is part
+        of the ensemble's."""
+        if artefact(name).layout != "ensemble_weights":
+            return []
+        members: list[Source] = []
+        for src in self.artefact_sources(name):
+            if not src.single:
+                for m in member_sources(src, self.trained_seeds(src.dataset, src.sigma)):
+                    if m not in members:
+                        members.append(m)
+        return members
+
+    def curve_sources(self, dataset: str, sigma: str) -> list[Source]:
+        """Every method (first seed) and every average-weight ensemble certified at (dataset, σ)."""
+        singles = [Source(dataset, sigma, method, origin=origin)
+                   for (d, s, method), origin in self.configured.origins.items() if (d, s) == (dataset, sigma)]
+        ensembles = [Source(d, s, name, scheme) for (d, s, name, scheme) in sorted(self.configured.ensembles)
+                     if (d, s, scheme) == (dataset, sigma, "average")]
+        return singles + ensembles
+
+    def curves(self) -> list[str]:
+        """One radius-accuracy figure per configured (dataset, σ)."""
+        return [Paths.fill(self.paths.curves, dataset=d, sigma=sigma_key(s))
+                for d, v in self.config["datasets"].items() for s in v["sigmas"]]
+
+    def source_model(self, src: Source) -> Model:
+        seed = self.configured.first_seed[(src.dataset, src.sigma, src.name)] if src.seed is None else src.seed
+        return dict(dataset=src.dataset, method=src.name, sigma=src.sigma, seed=seed)
+
+    def source_certificate(self, src: Source) -> str:
+        if src.single and src.origin == "published log":
+            return Paths.fill(self.paths.published_certificate, dataset=src.dataset, method=src.name, sigma=src.sigma)
+        if src.single:
+            return self.certificate(self.source_model(src))
+        return self.ensemble_certificate(dict(dataset=src.dataset, sigma=src.sigma, ensemble=src.name,
+                                              scheme=src.scheme))
+
+    def source_record(self, src: Source) -> str:
+        """The certify.json written beside a source's certificate (its provenance: devices, times)."""
+        return self.source_certificate(src).replace("certify.tsv", "certify.json")
+
+    def source_curve(self, src: Source) -> str:
+        """The training curve of a single model this workflow trained (imported and published rows have none)."""
+        return Paths.fill(self.paths.training_curve, **self.source_model(src))
+
+    def source_hparams(self, src: Source) -> dict[str, Any]:
+        """Table 2's T, m, ε, epochs of a single-model row: its configured hparams ({} if none)."""
+        return self.hparams(src.dataset, src.name, src.sigma) if src.single else {}
+
+    def source_seed_models(self, src: Source) -> list[Model]:
+        """Every seed slot of a trained single-model row, first seed first: its seed spread. None for
+        ensembles, published logs and imported rows (released checkpoints in further slots are other
+        configurations, e.g. other ε, not seeds of the row's)."""
+        if not src.single or src.origin != "trained":
+            return []
+        return [m for m in self.models if (m["dataset"], m["sigma"], m["method"]) == (src.dataset, src.sigma, src.name)]
+
+    def source_deviations(self, src: Source, name: str) -> str:
+        """Why the cells of ``src`` in artefact ``name`` are not comparable with the paper ("" when
+        they are): each setting that differs from the reference configuration."""
+        if self.reference is None:
+            raise ConfigError("the plan has no reference configuration to compare with")
+        if src.single:
+            trained = [src.name] if src.origin == "trained" else []
+            settings: list[str] = []
+        else:
+            trained = sorted({m for m, seed in ensemble_members(src.name, self.trained_seeds(src.dataset, src.sigma))
+                              if not self.is_released(dict(dataset=src.dataset, method=m, sigma=src.sigma, seed=seed))})
+            settings = list(self.scheme_settings(src.scheme))
+        return "; ".join(configuration_deviations(self.config, self.reference, name, src.sigma, trained, settings,
+                                                  certified_here=src.origin != "published log"))
+
+    def table_inputs(self, name: str) -> dict[str, list[str]]:
+        """What one table reads: its sources' certificates, the training curves of its trained
+        singles, the certificates of Table 3's ensemble members (their time is part of the
+        ensemble's), the further seeds of trained single-model rows (seed spread, bootstrap over
+        seeds) and the certify.json beside each certificate (the devices behind time cells)."""
+        sources, members = self.artefact_sources(name), self.artefact_members(name)
+        return dict(
+            certificates=[self.source_certificate(s) for s in sources],
+            curves=[self.source_curve(s) for s in sources if s.has_curve],
+            members=[self.source_certificate(s) for s in members],
+            seeds=[self.certificate(m) for s in sources for m in self.source_seed_models(s)[1:]],
+            records=[self.source_record(s) for s in sources],
+            member_records=[self.source_record(s) for s in members],
+        )
+
+    def table_params(self, name: str) -> dict[str, Any]:
+        """The lists that travel with a table's job to :func:`rslib.report.tables.write_table`:
+        its sources and Table 3's members (as dicts), each source's hyper-parameters, the number of
+        its further seeds and why it is not comparable with the paper, and the dataset."""
+        if name not in self._table_params:
+            sources = self.artefact_sources(name)
+            self._table_params[name] = dict(
+                sources=[vars(s) for s in sources],
+                members=[vars(s) for s in self.artefact_members(name)],
+                hparams=[self.source_hparams(s) for s in sources],
+                seed_counts=[len(self.source_seed_models(s)[1:]) for s in sources],
+                deviations=[self.source_deviations(s, name) for s in sources],
+                dataset=self.paper[artefact(name).dataset],
+            )
+        return self._table_params[name]
+
+    def figure_inputs(self, name: str) -> dict[str, list[str]]:
+        """A figure's certificates (Figure 1 is drawn from the training curves alone) and curves."""
+        sources = self.artefact_sources(name)
+        return dict(
+            certificates=[] if artefact(name).layout == "training_curves" else [self.source_certificate(s) for s in sources],
+            curves=[self.source_curve(s) for s in sources if s.has_curve],
+        )
+
+    @property
+    def report_radii(self) -> list[float]:
+        """The radii of the run's own summary tables: ``report.radii``, else the paper's columns."""
+        return list(self.config["report"].get("radii") or TABLE_RADII)
+
+    # --- the GPU-hour estimate -----------------------------------------------------------------
+    def _cost_job(self, m: Model) -> dict[str, Any]:
+        data = self.config["datasets"][m["dataset"]]
+        return dict(m, sigma=float(m["sigma"]), arch=data["arch"],
+                    hparams=self.hparams(m["dataset"], m["method"], m["sigma"]), heldout=data["heldout_images"])
+
+    def train_cost_jobs(self) -> list[dict[str, Any]]:
+        """Every training job with its merged hparams."""
+        return [self._cost_job(m) for m in self.trained]
+
+    def imported_cost_jobs(self) -> list[dict[str, Any]]:
+        """Imported models whose training settings are configured (hparams beside ``released``): what
+        training them here would cost, i.e. the GPU-hours the released checkpoints save."""
+        return [self._cost_job(m) for m in self.models
+                if self.is_released(m) and self.hparams(m["dataset"], m["method"], m["sigma"])]
+
+    def imported_unpriced(self) -> list[str]:
+        """Imported models without configured hparams: their training cost cannot be estimated."""
+        return [model_label(m) for m in self.models
+                if self.is_released(m) and not self.hparams(m["dataset"], m["method"], m["sigma"])]
+
+    def certify_cost_jobs(self) -> list[dict[str, Any]]:
+        """One certification pass per model (an ensemble member's stored outputs are its pass)."""
+        certify = self.config["certify"]
+        return [dict(dataset=m["dataset"], arch=self.config["datasets"][m["dataset"]]["arch"], model=model_label(m),
+                     method=m["method"], sigma=float(m["sigma"]), images=self.evaluation_images[m["dataset"]],
+                     n0=certify["n0"], n=certify["n"])
+                for m in self.models]
+
+    def measures_costs(self) -> bool:
+        """Whether anything is trained, imported or certified (else no GPU job measures costs)."""
+        return bool(self.train_cost_jobs() + self.imported_cost_jobs() + self.certify_cost_jobs())
+
+    # --- wildcard constraints ------------------------------------------------------------------
+    def wildcard_constraints(self) -> dict[str, str]:
+        """A regex per wildcard: exactly the configured values (so a mistyped target is refused
+        rather than matched by the wrong rule)."""
+        import re
+
+        def alternatives(values: Sequence[Any]) -> str:
+            return "|".join(re.escape(str(v)) for v in sorted(set(values)))
+
+        datasets = self.config["datasets"]
+        return dict(
+            dataset=alternatives(list(datasets)),
+            method=alternatives(list(self.config["methods"])),
+            sigma=alternatives([sigma_key(s) for d in datasets.values() for s in d["sigmas"]]),
+            seed=r"\d+",
+            shard=r"\d+",
+            ensemble=alternatives([e["ensemble"] for e in self.ensembles + self.adaptive] or ["none"]),
+            scheme=alternatives(list(SCHEMES)),
+            fit=alternatives([s.fitted for s in SCHEMES.values() if s.fitted]),
+        )
+
+
+def full_grid(config: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training jobs, certification jobs) of the full retraining grid of ``config``: every slot
+    with configured hparams is a training job, released checkpoints included (what training them
+    all here would cost), and every slot one certification pass. For the device check and the
+    cost estimate outside Snakemake."""
+    plan = Plan.from_config(copy.deepcopy(dict(config)))
+    return plan.train_cost_jobs() + plan.imported_cost_jobs(), plan.certify_cost_jobs()
