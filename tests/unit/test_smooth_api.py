@@ -315,10 +315,11 @@ def test_checks_do_not_use_assert():
     import ast
     import inspect
 
+    import rslib.certification.checks as checks
     import rslib.certification.smooth as smoothing
 
-    tree = ast.parse(inspect.getsource(smoothing))
-    checked = [node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))
-               and (node.name == "Smooth" or node.name.startswith("_"))]
-    assert {"Smooth", "_check_int", "_check_alpha", "_check_sigma", "_check_index"} <= {n.name for n in checked}
+    checked = [node for module in (smoothing, checks) for node in ast.parse(inspect.getsource(module)).body
+               if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+               and (module is checks or node.name == "Smooth" or node.name.startswith("_"))]
+    assert {"Smooth", "integer", "failure_probability", "noise_level", "noise_index", "image"} <= {n.name for n in checked}
     assert not [node for top in checked for node in ast.walk(top) if isinstance(node, ast.Assert)]
