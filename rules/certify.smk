@@ -37,8 +37,8 @@ rule certify:
 
 rule merge_certificates:
     input:
-        shards=certificate_shards,
-        shard_provenance=certificate_shard_records,
+        shards=shard_files(PATHS.certificate_shard),
+        shard_provenance=shard_files(PATHS.certificate_shard_record),
         data=PATHS.data_meta,
         model=model_file,
     output:

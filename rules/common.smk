@@ -65,16 +65,9 @@ def job_runtime(rule_name):
 
 
 # --- data and models (rules/data.smk, rules/train.smk) ------------------------------------------
-def dataset_source(wc):
-    return config["datasets"][wc.dataset]["source"]
-
-
-def dataset_arch(wc):
-    return config["datasets"][wc.dataset]["arch"]
-
-
-def heldout_images(wc):
-    return config["datasets"][wc.dataset]["heldout_images"]
+def dataset_setting(key):
+    """A setting of the job's dataset (``datasets.<dataset>.<key>``), as a param."""
+    return lambda wc: config["datasets"][wc.dataset][key]
 
 
 def evaluation(wc):
@@ -117,12 +110,9 @@ def certify_gpus(wc):
     return 0 if "outputs" in certify_inputs(wc) else config["resources"]["certify"]["gpu"]
 
 
-def certificate_shards(wc):
-    return [layout.Paths.fill(PATHS.certificate_shard, shard=k, **slot(wc)) for k in PLAN.shard_ids(wc.dataset)]
-
-
-def certificate_shard_records(wc):
-    return [layout.Paths.fill(PATHS.certificate_shard_record, shard=k, **slot(wc)) for k in PLAN.shard_ids(wc.dataset)]
+def shard_files(template):
+    """Every shard of the job's model, as an input (a certificate shard or its record)."""
+    return lambda wc: [layout.Paths.fill(template, shard=k, **slot(wc)) for k in PLAN.shard_ids(wc.dataset)]
 
 
 def published_log(wc):
@@ -130,10 +120,6 @@ def published_log(wc):
 
 
 # --- ensembles (rules/ensemble.smk) -----------------------------------------------------------
-def stored_output_dtype(wc):
-    return config["datasets"][wc.dataset]["stored_output_dtype"]
-
-
 def members(wc):
     """The ensemble's member models (dicts: dataset, method, sigma, seed)."""
     return planned(PLAN.ensemble_models, wc.dataset, wc.sigma, wc.ensemble)

@@ -6,7 +6,7 @@ rule prepare_data:
     output:
         meta=PATHS.data_meta,
     params:
-        source=dataset_source,
+        source=dataset_setting("source"),
         version=STAGE_VERSIONS["data"],
     conda:
         CONDA_ENV

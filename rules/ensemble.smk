@@ -18,7 +18,7 @@ rule member_outputs:
         settings=config["certify"],
         eval=evaluation,
         num_shards=shard_count,
-        dtype=stored_output_dtype,
+        dtype=dataset_setting("stored_output_dtype"),
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],
@@ -74,7 +74,7 @@ rule fit_ensemble_weights:
         PATHS.ensemble_weights,
     params:
         settings=fit_settings,
-        heldout=heldout_images,
+        heldout=dataset_setting("heldout_images"),
         noise_seed=config["noise_seed"],
         device=config["device"],
         version=STAGE_VERSIONS["ensemble"],

@@ -14,11 +14,11 @@ rule train:
         curve=PATHS.training_curve,
     params:
         checkpoint_dir=PATHS.training_state,
-        arch=dataset_arch,
+        arch=dataset_setting("arch"),
         hparams=train_hparams,
         curve=dict(config["training_curves"], noise_seed=config["noise_seed"]),
         eval=evaluation,
-        heldout=heldout_images,
+        heldout=dataset_setting("heldout_images"),
         device=config["device"],
         version=STAGE_VERSIONS["train"],
     conda:
@@ -51,7 +51,7 @@ rule import_model:
         accept_implausible=released_field("accept_implausible"),
         evaluation=evaluation,
         noise_seed=config["noise_seed"],
-        arch=dataset_arch,
+        arch=dataset_setting("arch"),
         version=STAGE_VERSIONS["train"],
     conda:
         CONDA_ENV
