@@ -3,7 +3,7 @@
 # outputs before each attempt: a retry after a SLURM time limit or preemption resumes from it.
 # A grid slot configured with a released checkpoint (methods.<m>.<d>.released; 000 Sec. 4 certified
 # SmoothAdv's published models) is imported instead: a local CPU job, no training; it checks the
-# imported model on the first 100 evaluation images under one noise draw (rslib.models.released.plausibility).
+# imported model on the first 100 evaluation images under one noise draw (rslib.certification.plausibility).
 
 
 rule train:

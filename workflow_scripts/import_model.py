@@ -1,6 +1,6 @@
 """Rule import_model: a released checkpoint (Cohen / SmoothAdv / MACER / Consistency / SmoothMix
 layout) as an rslib model file for its grid slot, after the plausibility check on the first
-evaluation images (rslib.models.released)."""
+evaluation images (rslib.certification.plausibility)."""
 
 import sys
 
@@ -9,7 +9,7 @@ sys.path.insert(0, snakemake.scriptdir.rsplit("/", 1)[0])  # rslib from this che
 
 from rslib.runtime import provenance
 from rslib.data.load import load_split
-from rslib.models.released import CheckImages, import_released
+from rslib.certification.plausibility import CheckImages, import_released
 from rslib.data.load import evaluation_subset
 from rslib.runtime.jobs import run_logged
 

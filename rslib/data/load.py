@@ -4,42 +4,24 @@ training images of the fitted ensemble weights."""
 from __future__ import annotations
 
 import json
-import os
-import sys
-import traceback
-from collections.abc import Callable, Mapping
-from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path
-from typing import Any
-from rslib.runtime.errors import RslibError
-import http.client
-import shutil
-import tarfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 import zipfile
-import zlib
-from typing import Any, Callable
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
 from rslib.data.registry import (
-    DATASETS,
-    DatasetInfo,
-    available_evaluation_images,
-    dataset_info,
     evaluation_indices,
 )
 from rslib.runtime.errors import DataError
-from rslib.runtime.io import atomic_path, file_digest, write_json
+from rslib.runtime.io import file_digest
 
 
 def evaluation_subset(meta_path: str, evaluation: Mapping[str, int]) -> list[int]:
     """The dataset's fixed evaluation indices (same for every method and ensemble):
     ``evaluation`` is the configuration's ``datasets.<name>.evaluation`` (start, stride, count)."""
-    from rslib.data.registry import evaluation_indices
 
     meta = json.loads(Path(meta_path).read_text())
     return evaluation_indices(int(meta["n_test"]), evaluation["start"], evaluation["stride"], evaluation["count"])

@@ -23,7 +23,6 @@ a single-line message; progress goes to stderr.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import shutil
 import sys
@@ -36,21 +35,16 @@ import zipfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable
+
 import numpy as np
-import torch
-from torch.utils.data import Dataset
+
+from rslib.data.load import SPLITS, _imagenet_missing, _read_meta
 from rslib.data.registry import (
     DATASETS,
-    DatasetInfo,
-    available_evaluation_images,
     dataset_info,
-    evaluation_indices,
 )
 from rslib.runtime.errors import DataError
 from rslib.runtime.io import atomic_path, file_digest, write_json
-from rslib.data.load import SPLITS
-from rslib.data.load import _imagenet_missing
-from rslib.data.load import _read_meta
 
 
 def _log(message: str) -> None:

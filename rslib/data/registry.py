@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from rslib.runtime.errors import DataError
 
+from rslib.runtime.errors import DataError
 
 # ---------------------------------------------------------------------------
 # Registry

@@ -26,15 +26,8 @@ from rslib.data.prepare import prepare_dataset
 from rslib.data.registry import DATASETS
 from rslib.runtime.errors import CheckpointError
 from rslib.models.architectures import build_model
-from rslib.models.released import (
-    CheckImages,
-    import_released,
-    input_layer_constants,
-    plausibility_threshold,
-    release_root,
-    released_model,
-    smoothadv_input_layer,
-)
+from rslib.certification.plausibility import CheckImages, import_released, plausibility_threshold
+from rslib.models.released import input_layer_constants, release_root, released_model, smoothadv_input_layer
 from rslib.data.load import evaluation_subset
 from foreign_models import ForeignNormalize, ForeignCenter, ForeignCifarResNet, randomise, cohen_file
 

@@ -56,7 +56,7 @@ def released_config(workdir, log_rows=range(0, 40)):
     adv = {"epochs": 1, "batch_size": 128, "lr": 0.05, "warmup_epochs": 1, "attack_steps": 1, "num_noise_vec": 2,
            "epsilon": 0.25}
     # The fabricated files hold random weights: the import's plausibility check (accuracy under
-    # noise far above chance, rslib.models.released.plausibility) would rightly refuse them, so these
+    # noise far above chance, rslib.certification.plausibility) would rightly refuse them, so these
     # entries accept implausible models; tests/unit/test_released.py checks the refusal on trained ones.
     accept = {"accept_implausible": True}
     config = {
