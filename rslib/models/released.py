@@ -47,9 +47,9 @@ which layer the file has. A mismatch, or a file of another format, is refused wi
 naming what was expected and what was found, and nothing is written.
 
 What no path or key can show — a wrong input layer, σ or format that still loads — is caught
-after the import where the data allows it, by :func:`plausibility`: the model's accuracy on
+after the import where the data allows it, by :func:`rslib.certification.plausibility.plausibility`: the model's accuracy on
 the first 100 evaluation images under one seeded Gaussian draw at the slot's σ must reach
-:func:`plausibility_threshold` (20 %), and no other input layer may do clearly better on the
+:func:`rslib.certification.plausibility.plausibility_threshold` (20 %), and no other input layer may do clearly better on the
 same noisy images (see there for the threshold and for which mistakes it cannot see).
 """
 
