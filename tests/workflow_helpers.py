@@ -47,12 +47,12 @@ def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 def copy_workflow(dest: Path) -> Path:
-    """A copy of the workflow's code (Snakefile, rules, scripts, rslib, schemas, report, paper),
+    """A copy of the workflow's code (Snakefile, rules, scripts, rslib, schemas, report, paper, presets),
     for tests that edit a script and watch what Snakemake reruns."""
     import shutil
 
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(REPO / name, dest / name)
-    for name in ("rules", "workflow_scripts", "rslib", "schemas", "report", "paper", "envs"):
+    for name in ("rules", "workflow_scripts", "rslib", "schemas", "report", "paper", "envs", "presets"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
