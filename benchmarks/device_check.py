@@ -155,11 +155,12 @@ def _config() -> dict[str, Any]:
                          yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text()))
 
 
-def _method_hparams(config: dict[str, Any], method: str, sizes: Sizes) -> dict[str, Any]:
-    from rslib.experiment.config import merged_hparams
+def _method_hparams(config: dict[str, Any], method: str, sizes: Sizes) -> dict[str, Any] | None:
+    """The method's CIFAR-10 σ = 0.25 hyper-parameters in config.yaml (None: not configured there)."""
+    from rslib.experiment.config import configured_hparams
 
-    hparams = merged_hparams(config, method, "cifar10", 0.25)
-    return shrink(hparams) if sizes.shrink_hparams else hparams
+    hparams = configured_hparams(config, method, "cifar10", 0.25)
+    return None if hparams is None else shrink(hparams) if sizes.shrink_hparams else hparams
 
 
 def _cifar_model(arch: str, seed: int = 0) -> torch.nn.Module:
@@ -233,7 +234,7 @@ def check_train_steps(sizes: Sizes, device: torch.device):
     config = _config()
     figures, failed = {}, []
     for name, cls in METHODS.items():
-        hparams = _method_hparams(config, name, sizes) if name in config["methods"] else {"batch_size": sizes.batch}
+        hparams = _method_hparams(config, name, sizes) or {"batch_size": sizes.batch}
         optim = OptimConfig.from_hparams({"epochs": 1, "lr": 0.1, **hparams})
         model = _cifar_model(sizes.arch).to(device).train()
         before = [p.detach().clone() for p in model.parameters()]

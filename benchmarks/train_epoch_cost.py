@@ -27,20 +27,10 @@ import yaml
 
 from rslib.costs.measure import time_train_step
 from rslib.data.registry import dataset_info
+from rslib.experiment.config import configured_hparams
 from rslib.training.driver import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def method_hparams(config: dict, method: str, dataset: str, sigma: str) -> dict | None:
-    settings = config["methods"].get(method, {}).get(dataset)
-    if settings is None:
-        return None
-    hparams = dict(settings["hparams"])
-    for key, override in settings.get("by_sigma", {}).items():
-        if f"{float(key):.2f}" == sigma:
-            hparams.update(override)
-    return hparams
 
 
 def main() -> None:
@@ -60,10 +50,10 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     # Gaussian (Cohen et al.): one noisy copy, batch 256, the SmoothAdv schedule (150 epochs)
-    gaussian = dict(method_hparams(config, "smoothadv", args.dataset, sigma) or {}, epochs=150, batch_size=256)
+    gaussian = dict(configured_hparams(config, "smoothadv", args.dataset, sigma) or {}, epochs=150, batch_size=256)
     rows = []
     for name in METHODS:
-        hparams = gaussian if name == "gaussian" else method_hparams(config, name, args.dataset, sigma)
+        hparams = gaussian if name == "gaussian" else configured_hparams(config, name, args.dataset, sigma)
         if hparams is None:
             continue
         batch = max(1, round(int(hparams["batch_size"]) * args.batch_scale))

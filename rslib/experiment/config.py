@@ -12,6 +12,13 @@ def sigma_key(sigma: Any) -> str:
     return f"{float(sigma):.2f}"
 
 
+def configured_hparams(config: Mapping[str, Any], method: str, dataset: str, sigma: Any) -> dict[str, Any] | None:
+    """:func:`merged_hparams`, or None when ``method`` is not configured for ``dataset``."""
+    if dataset not in config["methods"].get(method, {}):
+        return None
+    return merged_hparams(config, method, dataset, sigma)
+
+
 def merged_hparams(config: Mapping[str, Any], method: str, dataset: str, sigma: Any) -> dict[str, Any]:
     """``methods.<method>.<dataset>.hparams`` of a configuration with its ``by_sigma`` override for
     ``sigma`` applied ({} for a method configured only with released checkpoints)."""
