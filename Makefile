@@ -35,7 +35,7 @@ test: $(STAMP) slurm-install latex-install
 slurm-install:
 	@if ! command -v sbatch >/dev/null && [ "$$(id -u)" = 0 ]; then bash tests/slurm/cluster.sh install; fi
 
-## One prepared check of every CUDA path and the GPU speed figures (GPU machine; see README).
+## One prepared check of every CUDA path and the GPU speed figures (GPU machine; see docs/operations.md).
 DEVICE_CHECK_OUT ?= results/device-check
 device-check: $(STAMP)
 	$(BIN)/python benchmarks/device_check.py --out $(DEVICE_CHECK_OUT)

@@ -21,8 +21,8 @@ sween-adaptive     sween_adaptive   SWEEN weights, adaptive prediction (``002`` 
 
 .. [#] The "paper" protocol reproduces ``000``'s Table 3 as published. Its weights depend on the
    test label and on the test input, so its "certificate" is not a guarantee for any fixed
-   classifier; "predicted" removes the label leakage, "global" is the only sound one. The
-   README explains the difference.
+   classifier; "predicted" removes the label leakage, "global" is the only sound one.
+   docs/methods.md ("The three EsbRS weight protocols") explains the difference.
 
 Ensembles are named like the paper names them: ``advmacer:1+smoothadv:2`` is
 EsbRS-AdvMacer×1+SmoothAdv×2 (:func:`parse_ensemble_name`, :func:`ensemble_members`).

@@ -1,4 +1,4 @@
-"""Recovery commands that error messages and the README print, checked on real Snakemake runs.
+"""Recovery commands that error messages and docs/operations.md print, checked on real Snakemake runs.
 
 Snakemake (9.27) does not rerun anything when a file in the middle of the DAG is deleted while
 the final target exists ("Nothing to be done"), so "delete it and rerun" is no recovery: the
