@@ -28,7 +28,7 @@ PHASES: dict[str, int] = {
     "predict": 3,  # PREDICT's samples
     "outputs": 4,  # stored per-sample member outputs for ensembles
     "weights": 5,  # EsbRS Alg. 2's n noisy inputs for per-point optimal weights
-    "import_check": 6,  # the one draw per image of rslib.models.released's plausibility check
+    "import_check": 6,  # the one draw per image of rslib.certification.plausibility's check
 }
 
 

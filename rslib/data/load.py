@@ -35,7 +35,7 @@ def _imagenet_missing(root: str) -> DataError:
     ImageNet download: ILSVRC2012 needs the user's own licence)."""
     return DataError(
         f"ImageNet folder not found: '{root}'. Download ILSVRC2012 yourself and set "
-        "datasets.imagenet.root in the config (or IMAGENET_DIR) to a folder holding "
+        "datasets.imagenet.source.root in the config (or IMAGENET_DIR, when that is empty) to a folder holding "
         "train/ and val/ in ImageFolder layout (one sub-folder per class)."
     )
 

@@ -2,7 +2,7 @@
 LongTensor[samples]``, and the ensemble as one ``nn.Module``.
 
 * ``soft``  — EsbRS: argmax Σ_l w_l softmax(z_l) (``000`` Sec. 3.2; average weights 1/k);
-* ``logit`` — soft-voting on logits, argmax Σ_l w_l z_l (``004`` Sec. 3, Eq. (2));
+* ``logit`` — soft-voting on logits, argmax Σ_l w_l z_l (``004`` Sec. 4, Eq. (2));
 * ``vote``  — hard (weighted) majority vote of member argmaxes (``004``'s "hard-voting");
 * ``mme``   — Max-Margin Ensemble (``000`` ref. [21], Table 3): the member with the largest
   top-1 − top-2 softmax margin on that sample decides;
@@ -62,7 +62,7 @@ def soft_rule(member_logits: torch.Tensor, weights: torch.Tensor | None = None) 
 
 
 def logit_rule(member_logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft-voting on logits: argmax_c Σ_l w_l z_{l,c} (``004`` Sec. 3, Eq. (2), γ = identity)."""
+    """Soft-voting on logits: argmax_c Σ_l w_l z_{l,c} (``004`` Sec. 4, Eq. (2), γ = identity)."""
     z, w = _prepare(member_logits, weights)
     return torch.einsum("m,msk->sk", w, z).argmax(dim=1)
 

@@ -12,7 +12,7 @@ optimal-predicted  soft             per query point, Alg. 2 with the label the a
 optimal-global     soft             Alg. 2's objective averaged over held-out training images,
                                     fixed for every test point (sound certificate)
 mme                mme              none — max-margin member decides (``000`` Table 3, ref. [21])
-logit              logit            1/k — logit averaging (``004`` Sec. 3, Eq. (2))
+logit              logit            1/k — logit averaging (``004`` Sec. 4, Eq. (2))
 vote               vote             1/k — hard majority vote
 k-consensus        k_consensus      1/k — ``004`` Sec. 6, first K members agree or logit average
 sween              soft             SWEEN weights fitted on held-out training images (``002`` Sec. 5.1)

@@ -626,7 +626,7 @@ def test_imagenet_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         prepare_dataset("imagenet", tmp_path / "data", source={"root": str(missing)})
     assert str(e.value) == (
         f"ImageNet folder not found: '{missing}'. Download ILSVRC2012 yourself and set "
-        "datasets.imagenet.root in the config (or IMAGENET_DIR) to a folder holding "
+        "datasets.imagenet.source.root in the config (or IMAGENET_DIR, when that is empty) to a folder holding "
         "train/ and val/ in ImageFolder layout (one sub-folder per class)."
     )
     with pytest.raises(DataError, match="ImageNet folder not found: ''"):
