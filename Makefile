@@ -12,10 +12,11 @@ STAMP := $(VENV)/.installed-stamp
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the exact versions of envs/constraints.txt (pyproject.toml gives the supported ranges)
+$(STAMP): pyproject.toml envs/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c envs/constraints.txt -e '.[dev]'
 	@touch $@
 
 ## Run the whole workflow on the embedded digits demo (CPU, minutes), then print its summary:

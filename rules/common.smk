@@ -5,6 +5,7 @@ import sys
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 # rslib from this checkout, also when Snakemake runs from an environment without it installed.
 sys.path.insert(0, workflow.basedir)
@@ -37,6 +38,9 @@ def _plan():
 
 PLAN = _plan()
 PATHS = PLAN.paths
+if workflow.is_main_process:  # once per run, not again in every cluster job
+    for warning in PLAN.warnings():
+        logger.warning(f"warning: {warning}")
 
 
 wildcard_constraints:
@@ -86,10 +90,6 @@ def released(wc):
 def released_field(key):
     """One field of the slot's released-file entry (a param of import_model)."""
     return lambda wc: released(wc)[key]
-
-
-def released_path(wc):
-    return released(wc)["path"]
 
 
 def model_file(wc):

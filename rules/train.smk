@@ -40,7 +40,7 @@ rule train:
 
 rule import_model:
     input:
-        released=released_path,
+        released=released_field("path"),
         data=PATHS.data_meta,
     output:
         model=PATHS.imported_model,

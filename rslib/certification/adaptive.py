@@ -29,7 +29,8 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import norm
 
 from rslib.certification.noise import BLOCK, NoiseStream
-from rslib.certification.smooth import Smooth, lower_confidence_bound, noisy_batches
+from rslib.certification.bounds import lower_confidence_bound
+from rslib.certification.smooth import Smooth, noisy_batches
 
 __all__ = [
     "AdaptiveResult",
@@ -58,7 +59,7 @@ def upper_confidence_bound(n_a: int, n: int, level: float) -> float:
     """One-sided (1 − level) Clopper–Pearson upper bound on a binomial proportion.
 
     UPPERCONFBND(k, n, 1 − level) of ``004`` App. F: ``beta.ppf(1 − level, n_a + 1, n − n_a)``;
-    1 when ``n_a = n``. Mirror image of :func:`rslib.certification.smooth.lower_confidence_bound`.
+    1 when ``n_a = n``. Mirror image of :func:`rslib.certification.bounds.lower_confidence_bound`.
     """
     if not 0 <= n_a <= n:
         raise ValueError(f"need 0 <= n_a <= n, got n_a={n_a}, n={n}")

@@ -45,39 +45,13 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from scipy.stats import beta, binomtest, norm
+from scipy.stats import binomtest
 
 from rslib.certification import checks
+from rslib.certification.bounds import certified_radius, lower_confidence_bound
 from rslib.certification.noise import NoiseStream, mix_seed, round_batch_size
 
 _ANONYMOUS = 0x616E6F6E  # seed-stream tag of the index-less streams ("anon")
-
-
-def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
-    """One-sided (1 - α) Clopper–Pearson lower bound on a binomial proportion (CERTIFY's
-    LOWERCONFBOUND, Cohen et al. 2019, Sec. 3.2).
-
-    ``beta.ppf(α, n_a, n - n_a + 1)``; 0 when ``n_a = 0`` (the Beta quantile is undefined there).
-    Equals ``proportion_confint(n_a, n, alpha=2α, method="beta")[0]`` used by Cohen et al.
-    """
-    if not 0 <= n_a <= n:
-        raise ValueError(f"need 0 <= n_a <= n, got n_a={n_a}, n={n}")
-    if n_a == 0:
-        return 0.0
-    return float(beta.ppf(alpha, n_a, n - n_a + 1))
-
-
-def certified_radius(p_a_lower: float, sigma: float) -> float:
-    """Radius σ·Φ⁻¹(p̲_A) of Cohen et al. Thm. 1 (with p̲_B = 1 − p̲_A); caller checks p̲_A ≥ 0.5."""
-    return float(sigma * norm.ppf(p_a_lower))
-
-
-def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
-    """Largest radius CERTIFY can return with n samples (all n votes for the top class).
-
-    At n = 100,000 and α = 0.001 this is ≈ 3.81σ.
-    """
-    return certified_radius(alpha ** (1.0 / n), sigma)
 
 
 def certify_from_counts(

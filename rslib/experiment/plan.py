@@ -20,9 +20,11 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rslib.certification.bounds import certify_always_abstains, max_certifiable_radius
 from rslib.data.registry import DATASETS, available_evaluation_images
 from rslib.ensembles.schemes import SCHEMES, ensemble_members, get_scheme
 from rslib.experiment.artefacts import (
+    ARTEFACTS,
     TABLE_RADII,
     Configured,
     Source,
@@ -461,6 +463,45 @@ class Plan:
     def report_radii(self) -> list[float]:
         """The radii of the run's own summary tables: ``report.radii``, else the paper's columns."""
         return list(self.config["report"].get("radii") or TABLE_RADII)
+
+    # --- guardrails --------------------------------------------------------------------------
+    def radii_asked(self, dataset: str, sigma: str) -> list[float]:
+        """Every radius a table of this run reports at (dataset, σ): the run's summaries
+        (:attr:`report_radii`) and the columns of the paper's tables on that dataset and σ."""
+        radii = set(self.report_radii)
+        for a in ARTEFACTS.values():
+            if a.radii and self.paper[a.dataset] == dataset and sigma in a.sigmas(self.paper, self.configured, dataset):
+                radii |= set(a.radii)
+        return sorted(radii)
+
+    def warnings(self) -> list[str]:
+        """What this configuration cannot give, said while it is read: a CERTIFY budget
+        (``certify.n`` and ``alpha``, or the training curves') that abstains on every image
+        (Cohen et al.'s bound α^(1/n) < ½), and σ at which ``certify.n``/``alpha`` cannot reach the
+        largest radius a table asks for — the largest certifiable radius is σ·Φ⁻¹(α^(1/n))
+        (:func:`rslib.certification.bounds.max_certifiable_radius`) — up to where the paper's
+        protocol (the reference configuration's n and α, else n = 100,000, α = 0.001) reaches, so
+        that the paper's own columns beyond 3.81σ, which read 0 in the paper too, warn nobody."""
+        out = []
+        for section in ("certify", "training_curves"):
+            n, alpha = self.config[section]["n"], self.config[section]["alpha"]
+            if certify_always_abstains(n, alpha):
+                out.append(f"{section}.n = {n} with alpha = {alpha} can never certify: even {n} of {n} votes bound "
+                           f"p_A below 1/2 (alpha^(1/n) = {alpha ** (1 / n):.3f}), so every image abstains; raise "
+                           f"{section}.n")
+        n, alpha = self.config["certify"]["n"], self.config["certify"]["alpha"]
+        paper = self.reference["certify"] if self.reference else {"n": 100_000, "alpha": 0.001}
+        for dataset, settings in self.config["datasets"].items():
+            for sigma in [sigma_key(s) for s in settings["sigmas"]]:
+                reachable = max_certifiable_radius(n, alpha, float(sigma))
+                asked = max(self.radii_asked(dataset, sigma))
+                wanted = min(asked, max_certifiable_radius(paper["n"], paper["alpha"], float(sigma)))
+                if reachable < wanted and not certify_always_abstains(n, alpha):
+                    out.append(f"{dataset} sigma {sigma}: certify.n = {n} with alpha = {alpha} certifies radii up to "
+                               f"{reachable:.4g} (sigma * Phi^-1(alpha^(1/n))), but its tables ask for radii up to "
+                               f"{asked:g}: every column above {reachable:.4g} reads 0, where the paper's n = "
+                               f"{paper['n']} reaches {wanted:.4g}; raise certify.n to certify larger radii")
+        return out
 
     # --- the GPU-hour estimate -----------------------------------------------------------------
     def _cost_job(self, m: Model) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from rslib.certification.adaptive import (
     stage_return_fractions,
     upper_confidence_bound,
 )
-from rslib.certification.smooth import Smooth, lower_confidence_bound, max_certifiable_radius
+from rslib.certification.bounds import lower_confidence_bound, max_certifiable_radius
+from rslib.certification.smooth import Smooth
 
 SIGMA = 0.5
 

@@ -155,3 +155,37 @@ def test_a_released_slot_is_imported_not_trained_and_missing_files_are_listed_at
     with pytest.raises(ConfigError, match="is imported from the released checkpoint released/macer.pth "
                                           r"\(methods.macer.digits.released\), not trained"):
         plan.train_hparams(slot)
+
+
+def test_the_papers_configuration_warns_of_nothing():
+    assert plan_of(load("config.yaml")).warnings() == []
+
+
+def test_a_certify_budget_below_the_tables_radii_warns_once_per_sigma():
+    """certify.n = 1,000 caps radii at σ·Φ⁻¹(0.001^(1/1000)) = 2.463σ, below the 3.81σ the paper's
+    n = 100,000 reaches, where the tables ask for more: at σ = 0.25 and 0.50 (their columns go to
+    2.25), not at σ = 1.00 (2.463 > 2.25)."""
+    config = load("config.yaml")
+    config["certify"]["n"] = 1000
+    warnings = plan_of(config).warnings()
+    assert [w.split(":")[0] for w in warnings] == [f"{d} sigma {s}" for d in ("cifar10", "svhn", "imagenet")
+                                                   for s in ("0.25", "0.50")]
+    assert warnings[0] == (
+        "cifar10 sigma 0.25: certify.n = 1000 with alpha = 0.001 certifies radii up to 0.6158 (sigma * "
+        "Phi^-1(alpha^(1/n))), but its tables ask for radii up to 2.25: every column above 0.6158 reads 0, where the "
+        "paper's n = 100000 reaches 0.9529; raise certify.n to certify larger radii")
+
+
+def test_a_budget_that_can_never_certify_warns():
+    """α^(1/n) < ½ for n ≤ 9 at α = 0.001: even n of n votes abstain (Cohen et al.'s bound)."""
+    config = load("tests/configs/tiny.yaml")
+    config["certify"].update(n=9, batch_size=100)
+    config["training_curves"]["n"] = 5
+    warnings = plan_of(config).warnings()
+    assert warnings == [
+        "certify.n = 9 with alpha = 0.001 can never certify: even 9 of 9 votes bound p_A below 1/2 "
+        "(alpha^(1/n) = 0.464), so every image abstains; raise certify.n",
+        "training_curves.n = 5 with alpha = 0.001 can never certify: even 5 of 5 votes bound p_A below 1/2 "
+        "(alpha^(1/n) = 0.251), so every image abstains; raise training_curves.n"]
+    config["certify"]["n"] = 10
+    assert len(plan_of(config).warnings()) == 2  # 10 samples can certify, but only up to 0.025

@@ -18,7 +18,8 @@ from torch import nn
 
 from rslib.certification.certify import certify_images, merge_shards, shard_ranges
 from rslib.certification.noise import NoiseStream
-from rslib.certification.smooth import Smooth, certified_radius, lower_confidence_bound, max_certifiable_radius
+from rslib.certification.bounds import certified_radius, lower_confidence_bound, max_certifiable_radius
+from rslib.certification.smooth import Smooth
 from rslib.certification.tsv import HEADER
 from rslib.runtime.errors import CertificateError
 

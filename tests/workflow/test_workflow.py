@@ -347,7 +347,7 @@ def test_tiny_run_records_a_training_curve(tiny_run):
     assert curve["train_seconds"].is_monotonic_increasing and (curve["train_seconds"] > 0).all()
     assert (curve["images"] == 5).all()
     assert ((curve["accuracy"] >= 0) & (curve["accuracy"] <= 1)).all()
-    from rslib.certification.smooth import max_certifiable_radius
+    from rslib.certification.bounds import max_certifiable_radius
 
     assert ((curve["acr"] >= 0) & (curve["acr"] <= curve["accuracy"] * max_certifiable_radius(200, 0.001, 0.25))).all()
 
