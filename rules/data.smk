@@ -1,12 +1,15 @@
 # Dataset download / preparation into data/<dataset>/ (npz arrays, or an ImageNet manifest).
-# A local rule: cluster compute nodes often have no internet; ImageNet is only indexed.
+# A local rule: cluster compute nodes often have no internet; ImageNet is only indexed. A dataset
+# of your own (datasets.<name>.kind: npz or imagefolder) is converted from its files.
 
 
 rule prepare_data:
+    input:
+        lambda wc: PLAN.user_files(wc.dataset),  # a dataset of your own's npz files: replacing one prepares it again
     output:
         meta=PATHS.data_meta,
     params:
-        source=dataset_setting("source"),
+        source=lambda wc: PLAN.data_source(wc.dataset),  # a registered dataset's `source`, or your dataset's entry
         version=STAGE_VERSIONS["data"],
     conda:
         CONDA_ENV

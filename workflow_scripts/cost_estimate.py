@@ -24,7 +24,8 @@ def main():
     measured = json.loads(Path(snakemake.input.measured).read_text()) if snakemake.input.measured else []
     # training-set sizes from the dataset registry: the estimate needs no downloaded dataset
     jobs = list(params.train_jobs) + list(params.imported_jobs)
-    n_train = {job["dataset"]: dataset_info(job["dataset"]).train_images for job in jobs}
+    datasets = snakemake.config["datasets"]
+    n_train = {job["dataset"]: dataset_info(job["dataset"], datasets[job["dataset"]]).train_images for job in jobs}
     df = estimate_gpu_hours(list(params.train_jobs), list(params.certify_jobs), measured, n_train)
     saved = estimate_gpu_hours(list(params.imported_jobs), [], measured, n_train)
     saved["rule"] = "imported (not trained)"

@@ -30,6 +30,7 @@ def main():
         steps=int(params.steps),
         certify_batch=int(params.certify_batch),
         autocast_bf16=bool(getattr(params, "autocast_bf16", False)),
+        datasets=snakemake.config["datasets"],
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     write_json(snakemake.output[0], [{**r, "device": name} for r in records])

@@ -24,8 +24,8 @@ def main():
     subset = evaluation_subset(snakemake.input.data, params.eval)
     extra = read_checkpoint(snakemake.input.model).get("extra", {})  # a corrupt model fails before any output
     dataset = snakemake.wildcards.dataset
-    merge_shards(snakemake.input.shards, snakemake.output.tsv, subset, classes=dataset_info(dataset).num_classes,
-                 dataset=dataset)
+    classes = dataset_info(dataset, snakemake.config["datasets"][dataset]).num_classes
+    merge_shards(snakemake.input.shards, snakemake.output.tsv, subset, classes=classes, dataset=dataset)
     write_json(
         snakemake.output.provenance,
         {

@@ -29,5 +29,6 @@ run_logged(
         out_curve=snakemake.output.curve,
         heldout_images=int(params.heldout),
         eval_indices=evaluation_subset(snakemake.input.data, params.eval),
+        dataset_settings=snakemake.config["datasets"][wc.dataset],
     ),
 )

@@ -4,17 +4,19 @@ training setting and certification's noisy forward pass (SPEC "Performance")."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rslib.costs.estimate import _key, cost_hparams
 from rslib.runtime.devices import device_name, synchronize
 
 
-def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any]):
+def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any],
+          settings: Mapping[str, Any] | None = None):
     from rslib.data.registry import dataset_info
     from rslib.models.checkpoint import ModelSpec
 
-    info = dataset_info(dataset)
+    info = dataset_info(dataset, settings)
     spec = ModelSpec(
         arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
         mean=tuple(info.mean), std=tuple(info.std), sigma=float(sigma), method=method, seed=0,
@@ -24,12 +26,14 @@ def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str,
 
 
 def time_train_step(
-    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1
+    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1,
+    settings: Mapping[str, Any] | None = None,
 ) -> float:
     """Mean wall seconds of one optimisation step (see :func:`_time_train_step`); frees the
-    device's cached memory afterwards (the model and batches are gone by then)."""
+    device's cached memory afterwards (the model and batches are gone by then). ``settings``: the
+    dataset's configuration entry (a dataset of the user's own is read from it)."""
     try:
-        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup)
+        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup, settings)
     finally:
         _free(dev)
 
@@ -42,7 +46,8 @@ def _free(dev) -> None:
 
 
 def _time_train_step(
-    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1
+    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1,
+    settings: Mapping[str, Any] | None = None,
 ) -> float:
     """Mean wall seconds of one optimisation step as :func:`rslib.training.loop.train_loop` runs it.
 
@@ -58,7 +63,7 @@ def _time_train_step(
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    spec, info = _spec(dataset, arch, method, sigma, hparams)
+    spec, info = _spec(dataset, arch, method, sigma, hparams, settings)
     optim = OptimConfig.from_hparams(hparams)
     augment = hparams.get("augment") or {}
     torch.manual_seed(0)
@@ -91,7 +96,8 @@ def _time_train_step(
 
 
 def time_certify_sample(
-    dataset: str, arch: str, dev, batch_size: int = 1000, steps: int = 3, warmup: int = 1, autocast_bf16: bool = False
+    dataset: str, arch: str, dev, batch_size: int = 1000, steps: int = 3, warmup: int = 1, autocast_bf16: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[float, int]:
     """Mean wall seconds per noisy sample of ``Smooth.sample_counts`` (CERTIFY's inner loop:
     seeded noise, forward pass in inference mode, argmax counts), timed over ``steps`` calls of
@@ -102,7 +108,7 @@ def time_certify_sample(
     from rslib.certification.noise import BLOCK, round_batch_size
     from rslib.certification.smooth import Smooth
 
-    spec, info = _spec(dataset, arch, "certify", 0.25, {})
+    spec, info = _spec(dataset, arch, "certify", 0.25, {}, settings)
     torch.manual_seed(0)
     model = spec.build().to(dev)
     smooth = Smooth(model, info.num_classes, 0.25, noise_seed=0, device=dev, autocast_bf16=autocast_bf16)
@@ -137,6 +143,7 @@ def measure_costs(
     certify_batch: int = 1000,
     autocast_bf16: bool = False,
     log=None,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict]:
     """Time the training step of each distinct (dataset, arch, method, cost hyper-parameters)
     in ``jobs`` and certification's noisy forward pass of each (dataset, arch).
@@ -145,7 +152,8 @@ def measure_costs(
     only in σ, seed or schedule (:data:`SCHEDULE_KEYS`) share one measurement (σ of the first).
     Returns records ``{kind: "train", dataset, arch, method, sigma, batch_size, hparams,
     seconds_per_step, steps, device}`` and ``{kind: "certify", dataset, arch, batch_size,
-    seconds_per_sample, device}``.
+    seconds_per_sample, device}``. ``datasets``: the configuration's ``datasets`` section, which
+    a dataset of the user's own is read from.
     """
     from rslib.runtime.devices import resolve_device
 
@@ -163,7 +171,8 @@ def measure_costs(
         if key in seen:
             continue
         seen.add(key)
-        seconds = time_train_step(job["dataset"], job["arch"], job["method"], float(job["sigma"]), hparams, dev, steps, warmup)
+        seconds = time_train_step(job["dataset"], job["arch"], job["method"], float(job["sigma"]), hparams, dev, steps,
+                                  warmup, (datasets or {}).get(job["dataset"]))
         record = {
             "kind": "train", "dataset": job["dataset"], "arch": job["arch"], "method": job["method"],
             "sigma": float(job["sigma"]), "batch_size": int(hparams["batch_size"]), "hparams": cost_hparams(hparams),
@@ -173,7 +182,8 @@ def measure_costs(
             f"batch {record['batch_size']}: {seconds:.4g} s/step on {name}")
         records.append(record)
     for dataset, arch in pairs:
-        seconds, batch = time_certify_sample(dataset, arch, dev, certify_batch, steps, warmup, autocast_bf16)
+        seconds, batch = time_certify_sample(dataset, arch, dev, certify_batch, steps, warmup, autocast_bf16,
+                                             (datasets or {}).get(dataset))
         records.append({
             "kind": "certify", "dataset": dataset, "arch": arch, "batch_size": batch,
             "autocast_bf16": bool(autocast_bf16), "seconds_per_sample": seconds, "steps": int(steps), "device": name,

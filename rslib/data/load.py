@@ -21,10 +21,15 @@ from rslib.runtime.io import file_digest
 
 def evaluation_subset(meta_path: str, evaluation: Mapping[str, int]) -> list[int]:
     """The dataset's fixed evaluation indices (same for every method and ensemble):
-    ``evaluation`` is the configuration's ``datasets.<name>.evaluation`` (start, stride, count)."""
+    ``evaluation`` is the configuration's ``datasets.<name>.evaluation`` (start, stride, count).
+    The plan checked the count against the test split's size before any job ran; a split that
+    has shrunk since (a user's files replaced) is refused here, naming the key."""
 
     meta = json.loads(Path(meta_path).read_text())
-    return evaluation_indices(int(meta["n_test"]), evaluation["start"], evaluation["stride"], evaluation["count"])
+    try:
+        return evaluation_indices(int(meta["n_test"]), evaluation["start"], evaluation["stride"], evaluation["count"])
+    except DataError as e:
+        raise DataError(f"datasets.{meta.get('name')}.evaluation: {e}") from None
 
 
 SPLITS = ("train", "test")

@@ -1,6 +1,7 @@
 """Datasets: download, verify and convert to a single on-disk format (:mod:`rslib.data.load` loads it).
 
-Every array dataset (``digits``, ``cifar10``, ``svhn``) is stored the same way::
+Every array dataset (``digits``, ``cifar10``, ``cifar100``, ``mnist``, ``svhn``, and a dataset of
+the user's own, ``kind: npz`` or ``imagefolder``) is stored the same way::
 
     {data_dir}/{name}/train.npz     images uint8 N x C x H x W, labels int64 N
     {data_dir}/{name}/test.npz
@@ -10,7 +11,8 @@ ImageNet is never downloaded: ``meta.json`` (format ``"imagefolder"``) records
 the root of a user-supplied ImageFolder tree holding ``train/`` and ``val/``.
 
 torchvision does the dataset plumbing: ``download_url`` transfers, ``extract_archive``
-unpacks, and ``CIFAR10``/``SVHN`` check every file's md5 and parse it. What is left here is
+unpacks, and ``CIFAR10``/``CIFAR100``/``SVHN`` check every file's md5 and parse it (``MNIST``
+parses; the md5 of its downloads is checked here). What is left here is
 what torchvision does not do, each function saying why: resuming an interrupted download,
 sha256 and one-line errors that name the URL and the expected digest, refusing archive members
 that escape the target, mirrors from the config, our ``.npz`` format with its checksums, the
@@ -22,7 +24,9 @@ a single-line message; progress goes to stderr.
 
 from __future__ import annotations
 
+import gzip
 import http.client
+import lzma
 import os
 import shutil
 import sys
@@ -33,6 +37,7 @@ import urllib.request
 import uuid
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +46,9 @@ import numpy as np
 from rslib.data.load import SPLITS, _imagenet_missing, _read_meta
 from rslib.data.registry import (
     DATASETS,
+    DatasetInfo,
     dataset_info,
+    imagefolder_listing,
 )
 from rslib.runtime.errors import DataError
 from rslib.runtime.io import atomic_path, file_digest, write_json
@@ -139,11 +146,18 @@ def download(url: str, dest: Path, md5: str | None = None, sha256: str | None = 
 
 
 #: What a truncated or damaged archive raises while it is listed or extracted.
-_CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error)
+_CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, lzma.LZMAError, EOFError, zlib.error)
+
+
+def _is_compressed_file(name: str) -> bool:
+    """A single compressed file (MNIST's ``train-images-idx3-ubyte.gz``), not a compressed tar."""
+    name = name.lower()
+    return name.endswith((".gz", ".bz2", ".xz")) and not name.rsplit(".", 1)[0].endswith(".tar")
 
 
 def extract_archive(archive: Path, into: Path) -> None:
-    """Extract a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) or .zip ``archive`` into ``into``
+    """Extract a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) or .zip ``archive`` into ``into``,
+    or decompress a single .gz/.bz2/.xz file there (named without the suffix),
     with torchvision's ``extract_archive``, adding what it lacks: tar members that would land
     outside ``into`` (absolute, ``..``, links out, devices) are refused before anything is written
     (torchvision extracts tars unfiltered before Python 3.14; ``zipfile`` already sanitises zip
@@ -160,7 +174,7 @@ def extract_archive(archive: Path, into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     _log(f"extracting {archive.name} -> {into}")
     try:
-        if archive.suffix.lower() != ".zip":
+        if archive.suffix.lower() != ".zip" and not _is_compressed_file(archive.name):
             if not hasattr(tarfile, "data_filter"):
                 raise DataError(f"cannot check {archive.name} for unsafe members: Python 3.11.4 or later is needed")
             with tarfile.open(archive) as tar:
@@ -192,10 +206,10 @@ def extract_archive(archive: Path, into: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _check_arrays(name: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+def _check_arrays(info: DatasetInfo, split: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Validate converted arrays against the registry before writing them (our format's
     contract; torchvision's classes hold whatever the files held)."""
-    info = DATASETS[name]
+    name = info.name
     if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != info.image_shape:
         raise DataError(
             f"{name} {split}: expected uint8 images N x {'x'.join(map(str, info.image_shape))}, "
@@ -214,7 +228,7 @@ def _check_arrays(name: str, split: str, images: np.ndarray, labels: np.ndarray)
 
 def _write_npz_dataset(
     out_dir: Path,
-    name: str,
+    info: DatasetInfo,
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     source: Any,
 ) -> Path:
@@ -224,7 +238,7 @@ def _write_npz_dataset(
 
     If anything fails, the ``.npz`` files written by this call are removed.
     """
-    info = DATASETS[name]
+    name = info.name
     files: dict[str, str] = {}
     written: list[Path] = []
     try:
@@ -232,7 +246,7 @@ def _write_npz_dataset(
             images, labels = splits[split]
             images = np.ascontiguousarray(images, dtype=np.uint8)
             labels = np.ascontiguousarray(labels, dtype=np.int64)
-            _check_arrays(name, split, images, labels)
+            _check_arrays(info, split, images, labels)
             path = out_dir / f"{split}.npz"
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, images=images, labels=labels)
@@ -307,33 +321,45 @@ def _prepare_digits(out_dir: Path, source: dict | None) -> Path:
         "train": (images[train_idx], labels[train_idx]),
         "test": (images[test_idx], labels[test_idx]),
     }
-    return _write_npz_dataset(out_dir, "digits", splits, "sklearn.datasets.load_digits")
+    return _write_npz_dataset(out_dir, dataset_info("digits"), splits, "sklearn.datasets.load_digits")
 
 
-def _prepare_cifar10(out_dir: Path, source: dict | None) -> Path:
-    """CIFAR-10: our download of the (mirrored) archive, torchvision's extraction, and
-    torchvision's ``CIFAR10``, which md5-checks each batch (so only CIFAR-10's own pickles are
-    ever unpickled) and parses it; ours is the conversion to N x C x H x W and our format."""
-    from torchvision.datasets import CIFAR10
+def _prepare_cifar(out_dir: Path, source: dict | None, name: str) -> Path:
+    """CIFAR-10 and CIFAR-100: our download of the (mirrored) archive, torchvision's extraction,
+    and torchvision's ``CIFAR10``/``CIFAR100``, which md5-checks each batch (so only the dataset's
+    own pickles are ever unpickled) and parses it (CIFAR-100: its 100 fine labels); ours is the
+    conversion to N x C x H x W and our format."""
+    from torchvision.datasets import CIFAR10, CIFAR100
 
-    remote = _resolve_remote(source, CIFAR10.url, CIFAR10.tgz_md5, "cifar10")
-    archive = _fetch(remote, out_dir / "downloads" / CIFAR10.filename)
+    parser, label = {"cifar10": (CIFAR10, "CIFAR-10"), "cifar100": (CIFAR100, "CIFAR-100")}[name]
+    remote = _resolve_remote(source, parser.url, parser.tgz_md5, name)
+    archive = _fetch(remote, out_dir / "downloads" / parser.filename)
     tmp = out_dir / f".extract-{uuid.uuid4().hex[:12]}"
     try:
         try:
             extract_archive(archive, tmp)
-            parsed = {split: CIFAR10(str(tmp), train=split == "train") for split in SPLITS}
+            parsed = {split: parser(str(tmp), train=split == "train") for split in SPLITS}
         except (DataError, RuntimeError) as e:
             archive.unlink(missing_ok=True)
-            if not isinstance(e, DataError):  # torchvision: a batch is missing or not CIFAR-10's
-                e = DataError(f"{archive.name} from {remote['url']} does not hold CIFAR-10's batches "
+            if not isinstance(e, DataError):  # torchvision: a batch is missing or not the dataset's
+                e = DataError(f"{archive.name} from {remote['url']} does not hold {label}'s batches "
                               f"(torchvision: {str(e).split('.')[0]})")
             raise DataError(f"{e} (archive removed; re-run to download again)") from None
         # torchvision holds N x H x W x C (for PIL); our format is N x C x H x W
         splits = {split: (ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)) for split, ds in parsed.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _write_npz_dataset(out_dir, "cifar10", splits, remote)
+    return _write_npz_dataset(out_dir, dataset_info(name), splits, remote)
+
+
+def _file_sources(source: dict | None, keys: tuple[str, ...], what: str) -> dict:
+    """A source of several downloads (``{key: {"url", "md5"}}``, each key optional), checked."""
+    if source is not None and not isinstance(source, dict):
+        raise DataError(f"{what}: source must be a mapping with {'/'.join(map(repr, keys))} entries, got {source!r}")
+    unknown = set(source or {}) - set(keys)
+    if unknown:
+        raise DataError(f"{what}: unknown source keys {sorted(unknown)} (allowed: {', '.join(keys)})")
+    return source or {}
 
 
 def _prepare_svhn(out_dir: Path, source: dict | None) -> Path:
@@ -343,12 +369,7 @@ def _prepare_svhn(out_dir: Path, source: dict | None) -> Path:
     from scipy.io.matlab import MatReadError
     from torchvision.datasets import SVHN
 
-    if source is not None and not isinstance(source, dict):
-        raise DataError(f"svhn: source must be a mapping with 'train'/'test' entries, got {source!r}")
-    source = source or {}
-    unknown = set(source) - set(SPLITS)
-    if unknown:
-        raise DataError(f"svhn: unknown source keys {sorted(unknown)} (allowed: train, test)")
+    source = _file_sources(source, SPLITS, "svhn")
     remotes = {split: _resolve_remote(source.get(split), SVHN.split_list[split][0], SVHN.split_list[split][2],
                                       f"svhn {split}") for split in SPLITS}
     mirrored = type("MirroredSVHN", (SVHN,), {"split_list": {
@@ -363,7 +384,48 @@ def _prepare_svhn(out_dir: Path, source: dict | None) -> Path:
             path.unlink(missing_ok=True)
             raise DataError(f"corrupt file {path.name}: {e} (file removed; re-run to download again)") from None
         splits[split] = (ds.data, ds.labels)
-    return _write_npz_dataset(out_dir, "svhn", splits, remotes)
+    return _write_npz_dataset(out_dir, dataset_info("svhn"), splits, remotes)
+
+
+#: MNIST's four downloads as ``source`` keys, in the order of torchvision's ``MNIST.resources``.
+MNIST_FILES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _prepare_mnist(out_dir: Path, source: dict | None) -> Path:
+    """MNIST: our download of its four (mirrored) ``.gz`` files, by default from torchvision's first
+    mirror with its md5s (``MNIST.mirrors``, ``MNIST.resources``), decompressed by torchvision's
+    ``extract_archive``, then parsed by torchvision's ``MNIST`` (the IDX files, N x 28 x 28; ours
+    adds the channel axis). torchvision checks the md5 only inside its own download, which cannot
+    take a mirror, so ours checks each file's."""
+    from torchvision.datasets import MNIST
+
+    source = _file_sources(source, MNIST_FILES, "mnist")
+    downloads = out_dir / "downloads"
+    tmp = out_dir / f".extract-{uuid.uuid4().hex[:12]}"
+    remotes: dict[str, dict[str, str]] = {}
+    try:
+        for key, (filename, md5) in zip(MNIST_FILES, MNIST.resources):
+            remotes[key] = _resolve_remote(source.get(key), MNIST.mirrors[0] + filename, md5, f"mnist {key}")
+            archive = _fetch(remotes[key], downloads / filename)
+            try:
+                extract_archive(archive, tmp / "MNIST" / "raw")
+            except DataError as e:
+                archive.unlink(missing_ok=True)
+                raise DataError(f"{e} (file removed; re-run to download again)") from None
+        splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for split in SPLITS:
+            try:
+                ds = MNIST(str(tmp), train=split == "train")
+            except (AssertionError, RuntimeError, TypeError, ValueError, KeyError) as e:
+                names = [filename for key, (filename, _) in zip(MNIST_FILES, MNIST.resources) if key.startswith(split)]
+                for filename in names:
+                    (downloads / filename).unlink(missing_ok=True)
+                raise DataError(f"{' and '.join(names)} do not hold MNIST's {split} images and labels (torchvision: "
+                                f"{str(e) or type(e).__name__}) (files removed; re-run to download again)") from None
+            splits[split] = (ds.data.numpy()[:, None], ds.targets.numpy())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _write_npz_dataset(out_dir, dataset_info("mnist"), splits, remotes)
 
 
 def _imagenet_root(source: dict | None) -> Path:
@@ -395,7 +457,7 @@ def _prepare_imagenet(out_dir: Path, source: dict | None) -> Path:
                 f"ImageNet train/ and val/ class folders differ under '{root}': "
                 f"{len(only_train)} only in train/ {only_train[:3]}, {len(only_val)} only in val/ {only_val[:3]}"
             )
-        expected = DATASETS["imagenet"].num_classes
+        expected = dataset_info("imagenet").num_classes
         if len(train_classes) != expected:
             _log(f"warning: ImageNet folder '{root}' has {len(train_classes)} classes, expected {expected}")
         _log(f"imagenet: counting the images under {root} (file names only)")
@@ -407,7 +469,7 @@ def _prepare_imagenet(out_dir: Path, source: dict | None) -> Path:
         "name": "imagenet",
         "format": "imagefolder",
         "num_classes": len(train_classes),
-        "image_shape": list(DATASETS["imagenet"].image_shape),
+        "image_shape": list(dataset_info("imagenet").image_shape),
         "n_train": n_train,
         "n_test": n_test,
         "root": str(root),
@@ -421,15 +483,95 @@ def _prepare_imagenet(out_dir: Path, source: dict | None) -> Path:
 
 _PREPARERS: dict[str, Callable[[Path, dict | None], Path]] = {
     "digits": _prepare_digits,
-    "cifar10": _prepare_cifar10,
+    "cifar10": partial(_prepare_cifar, name="cifar10"),
+    "cifar100": partial(_prepare_cifar, name="cifar100"),
+    "mnist": _prepare_mnist,
     "svhn": _prepare_svhn,
     "imagenet": _prepare_imagenet,
 }
 
 
-def _existing_problem(meta_path: Path, name: str, source: dict | None) -> str | None:
+# ---------------------------------------------------------------------------
+# A dataset of the user's own (datasets.<name>.kind: npz or imagefolder)
+# ---------------------------------------------------------------------------
+
+
+def _user_npz_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``images`` and ``labels`` of a user's npz file (their layout was checked from the
+    headers by :func:`rslib.data.registry.user_dataset_info`)."""
+    path = getattr(info.user, split)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["images"], npz["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"datasets.{info.name}.{split}: cannot read {path}: {e}") from None
+
+
+def _imagefolder_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One ImageFolder split as arrays: each image (Pillow, as torchvision's loader) converted to
+    grey or RGB (one or three ``mean`` values), resized so that its shorter side is ``image_size``
+    and centre-cropped to ``image_size`` x ``image_size`` (torchvision's ``Resize``, bilinear with
+    antialiasing, and ``CenterCrop``): the aspect ratio is kept and every image gets the same,
+    deterministic pixels, which certification evaluates exactly; training augments them like
+    CIFAR-10 (``hparams.augment``). Labels are the train/ class folders' indices."""
+    from PIL import Image
+    from torchvision import transforms
+
+    where, user = f"datasets.{info.name}", info.user
+    index = {name: i for i, name in enumerate(imagefolder_listing(Path(user.train), where)[0])}
+    _, files = imagefolder_listing(Path(getattr(user, split)), where, allow_empty=split == "test")
+    resize = transforms.Compose([transforms.Resize(user.image_size), transforms.CenterCrop(user.image_size)])
+    mode = "L" if info.image_shape[0] == 1 else "RGB"
+    images = np.empty((len(files), *info.image_shape), dtype=np.uint8)
+    labels = np.empty(len(files), dtype=np.int64)
+    for i, (path, name) in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(resize(image.convert(mode)), dtype=np.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+            raise DataError(f"{where}.root: cannot read image {path}: {e}") from None
+        images[i] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
+        labels[i] = index[name]
+        if (i + 1) % 10000 == 0:
+            _log(f"{info.name} {split}: {i + 1} of {len(files)} images")
+    return images, labels
+
+
+def _user_record(info: DatasetInfo) -> dict[str, Any]:
+    """What a user's dataset was prepared from (meta.json's ``source``): its entry's values and,
+    for npz files, their sha256; preparing again is needed when this changes."""
+    user = info.user
+    record: dict[str, Any] = {"kind": user.kind, "classes": info.num_classes, "mean": list(info.mean),
+                              "std": list(info.std)}
+    if user.kind == "npz":
+        return record | {split: {"path": getattr(user, split), "sha256": file_digest(Path(getattr(user, split)),
+                                                                                    "sha256")} for split in SPLITS}
+    return record | {"train": user.train, "test": user.test, "image_size": user.image_size}
+
+
+def _prepare_user(out_dir: Path, info: DatasetInfo) -> Path:
+    """A dataset of the user's own in our format; its labels checked against ``classes``: all in
+    0 .. classes - 1, and every class among the training labels."""
+    read = _user_npz_split if info.user.kind == "npz" else _imagefolder_split
+    splits = {split: read(info, split) for split in SPLITS}
+    k, where = info.num_classes, f"datasets.{info.name}.classes"
+    for split, (_, labels) in splits.items():
+        if labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise DataError(f"{where}: {k}, but the {split} labels of {getattr(info.user, split)} run from "
+                            f"{labels.min()} to {labels.max()}; labels must be 0 .. {k - 1}")
+    used = np.unique(splits["train"][1])
+    if used.size < k:
+        missing = sorted(set(range(k)) - set(used.tolist()))
+        raise DataError(f"{where}: {k}, but the train labels of {info.user.train} use only {used.size} classes "
+                        f"(none is {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''})")
+    return _write_npz_dataset(out_dir, info, splits, _user_record(info))
+
+
+def _existing_problem(meta_path: Path, info: DatasetInfo, source: dict | None) -> str | None:
     """Why an existing meta.json cannot be reused (``None`` if it can): our format's files
-    against their recorded sha256, or the ImageNet root against the config's."""
+    against their recorded sha256, the ImageNet root against the config's, or what a user's
+    dataset was prepared from against its entry and files now."""
+    name = info.name
     try:
         meta = _read_meta(meta_path)
     except DataError as e:
@@ -444,6 +586,9 @@ def _existing_problem(meta_path: Path, name: str, source: dict | None) -> str | 
         if meta.get("root") != str(root):
             return f"records root {meta.get('root')!r}, not '{root}'"
         return None
+    sizes = (meta.get("n_train"), meta.get("n_test")) == (info.train_images, info.test_images)
+    if info.user is not None and (meta.get("source") != _user_record(info) or not sizes):
+        return "was prepared from another configuration entry or other files"
     files = meta.get("files") or {}
     if set(files) != {f"{s}.npz" for s in SPLITS}:
         return "lists no train.npz/test.npz checksums"
@@ -460,21 +605,26 @@ def prepare_dataset(name: str, data_dir: str | Path, source: dict | None = None)
     """Prepare dataset ``name`` under ``{data_dir}/{name}/``; return its meta.json path.
 
     If meta.json exists and the files it lists verify, nothing is done.
-    ``source`` overrides download locations/checksums: cifar10
-    ``{"url", "md5"}``; svhn ``{"train": {"url", "md5"}, "test": {...}}``;
+    ``source`` overrides download locations/checksums: cifar10 and cifar100
+    ``{"url", "md5"}``; svhn ``{"train": {"url", "md5"}, "test": {...}}``; mnist
+    ``{"train_images": {"url", "md5"}, "train_labels", "test_images", "test_labels"}``;
     imagenet ``{"root": path}`` (else ``$IMAGENET_DIR``). Downloads are kept
-    in ``{data_dir}/{name}/downloads/``. Ours: the data rule's one entry point over the four
-    datasets (torchvision has one class per dataset, each with its own arguments).
+    in ``{data_dir}/{name}/downloads/``. For a dataset of the user's own, ``source`` is its
+    configuration entry (:func:`rslib.data.registry.dataset_source`: kind, files, classes, mean,
+    std, image size). Ours: the data rule's one entry point over every dataset (torchvision has
+    one class per dataset, each with its own arguments).
     """
-    dataset_info(name)
+    info = dataset_info(name, None if name in DATASETS else source)
     out_dir = Path(data_dir) / name
     meta_path = out_dir / "meta.json"
     if meta_path.exists():
-        problem = _existing_problem(meta_path, name, source)
+        problem = _existing_problem(meta_path, info, source)
         if problem is None:
             _log(f"{name}: already prepared ({meta_path})")
             return meta_path
         _log(f"{name}: existing {meta_path} is stale ({problem}); preparing again")
         meta_path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if info.user is not None:
+        return _prepare_user(out_dir, info)
     return _PREPARERS[name](out_dir, source)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rslib.certification.bounds import certify_always_abstains, max_certifiable_radius
-from rslib.data.registry import DATASETS, available_evaluation_images
+from rslib.data.registry import DatasetInfo, available_evaluation_images, dataset_info, dataset_source
 from rslib.ensembles.schemes import SCHEMES, ensemble_members, get_scheme
 from rslib.experiment.artefacts import (
     ARTEFACTS,
@@ -35,7 +35,7 @@ from rslib.experiment.comparability import configuration_deviations
 from rslib.experiment.config import merged_hparams, sigma_key
 from rslib.experiment.paths import Paths
 from rslib.experiment.released_files import missing_files_message
-from rslib.runtime.errors import ConfigError
+from rslib.runtime.errors import ConfigError, DataError
 from rslib.training.hparams import check_hparam_keys
 
 Model = dict[str, Any]  #: {"dataset", "method", "sigma", "seed"}
@@ -64,6 +64,8 @@ class Plan:
         self.models: list[Model] = []
         self.released: dict[tuple[str, str, str, int], dict[str, Any]] = {}
         self.published_logs: dict[tuple[str, str, str], str] = {}
+        #: what each configured dataset is (registered, or the user's own read from its entry and files)
+        self.dataset_infos = self._dataset_infos()
         self._grid()
         self.trained = [m for m in self.models if not self.is_released(m)]
         self.evaluation_images = self._evaluation_sizes()
@@ -118,6 +120,11 @@ class Plan:
                     if sigma_key(key) not in dataset_sigmas:
                         raise ConfigError(f"{where}.published_logs: sigma {key} is not in datasets.{dataset}.sigmas")
                 released_here = {sigma_key(k): v for k, v in settings.get("released", {}).items()}
+                if self.dataset_infos[dataset].user is not None:
+                    for section in ("released", "published_logs"):
+                        if settings.get(section):
+                            raise ConfigError(f"{where}.{section}: released checkpoints and published logs are "
+                                              f"read for the registered datasets only, not for {dataset}")
                 for key, path in settings.get("published_logs", {}).items():
                     self.published_logs[(dataset, sigma_key(key), method)] = path
                 for sigma in sigmas:
@@ -165,13 +172,34 @@ class Plan:
                         field = ".".join(str(p) for p in error.path) or "hparams"
                         raise ConfigError(f"{where}.by_sigma.{key}: {field}: {error.message}")
 
+    def _dataset_infos(self) -> dict[str, DatasetInfo]:
+        """The :class:`DatasetInfo` of each configured dataset: the registry's, or one built from
+        the entry of a dataset of the user's own (its array headers or file names are read here)."""
+        infos = {}
+        for name, settings in self.config["datasets"].items():
+            try:
+                infos[name] = dataset_info(name, settings)
+            except DataError as e:
+                raise ConfigError(str(e)) from None
+        return infos
+
+    def data_source(self, dataset: str) -> Any:
+        """What the data rule prepares ``dataset`` from (:func:`rslib.data.registry.dataset_source`)."""
+        return dataset_source(dataset, self.config["datasets"][dataset])
+
+    def user_files(self, dataset: str) -> list[str]:
+        """The npz files of a dataset of the user's own (``kind: npz``), inputs of its preparation."""
+        user = self.dataset_infos[dataset].user
+        return [user.train, user.test] if user is not None and user.kind == "npz" else []
+
     def _evaluation_sizes(self) -> dict[str, int]:
-        """Images in each dataset's evaluation subset, checked against the registry's test-split
-        size before any job runs (ImageNet is checked again against the user's folder)."""
+        """Images in each dataset's evaluation subset, checked against the test split's size before
+        any job runs: the registry's, or what a user's files hold (ImageNet is checked again
+        against the user's folder, once prepared)."""
         sizes = {}
         for name, settings in self.config["datasets"].items():
             ev = settings["evaluation"]
-            test_images = DATASETS[name].test_images
+            test_images = self.dataset_infos[name].test_images
             available = available_evaluation_images(test_images, ev["start"], ev["stride"])
             if ev["count"] > available:
                 raise ConfigError(f"datasets.{name}.evaluation: count {ev['count']} but {name}'s {test_images} test "

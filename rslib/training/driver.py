@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -51,6 +52,7 @@ def run_training(
     out_curve: str | os.PathLike | None = None,
     eval_indices: list[int] | None = None,
     heldout_images: int = 0,
+    dataset_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one model and save it (with spec, history, timing and provenance) to ``out_model``.
 
@@ -60,7 +62,9 @@ def run_training(
     With ``curve`` (see :class:`rslib.training.curves.CurveConfig`), an ACR estimate on the
     first images of ``eval_indices`` is recorded periodically and written to ``out_curve``.
     ``heldout_images`` training images (:func:`rslib.data.load.heldout_split`) are left out of
-    training, for the ensemble weights fitted on held-out data.
+    training, for the ensemble weights fitted on held-out data. ``dataset_settings`` is the
+    configuration's ``datasets.<dataset>`` entry, which a dataset of the user's own is read from
+    (:func:`rslib.data.registry.dataset_info`).
     Returns the ``extra`` record saved with the model.
     """
     from rslib.certification.noise import mix_seed
@@ -81,7 +85,7 @@ def run_training(
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    info = dataset_info(dataset)
+    info = dataset_info(dataset, dataset_settings)
     method_cls = get_method(method)
     check_hparam_keys(method, hparams, f"hparams of {method}")
     optim = OptimConfig.from_hparams(hparams)

@@ -97,7 +97,8 @@ def test_missing_measurement_is_named():
 
 
 def _run_script(name: str, **smk) -> None:
-    fake = SimpleNamespace(scriptdir=str(SCRIPTS), threads=1, **smk)
+    config = {"datasets": {"digits": {"arch": "small_cnn", "sigmas": [0.25]}}}  # what the scripts read of it
+    fake = SimpleNamespace(scriptdir=str(SCRIPTS), threads=1, config=config, **smk)
     runpy.run_path(str(SCRIPTS / name), init_globals={"snakemake": fake}, run_name="__main__")
 
 

@@ -177,17 +177,23 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_registry_values_and_unknown_dataset(tmp_path: Path) -> None:
-    assert set(DATASETS) == {"digits", "cifar10", "svhn", "imagenet"}
+    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet"}
     assert dataset_info("cifar10").mean == (0.4914, 0.4822, 0.4465)
     assert dataset_info("cifar10").std == (0.2023, 0.1994, 0.2010)
     assert dataset_info("imagenet").format == "imagefolder"
     assert dataset_info("imagenet").image_shape == (3, 224, 224)
     assert dataset_info("digits").image_shape == (1, 8, 8)
+    cifar100, mnist = dataset_info("cifar100"), dataset_info("mnist")
+    assert (cifar100.num_classes, cifar100.image_shape, cifar100.train_images, cifar100.test_images) == (
+        100, (3, 32, 32), 50000, 10000)
+    assert (mnist.num_classes, mnist.image_shape, mnist.train_images, mnist.test_images) == (
+        10, (1, 28, 28), 60000, 10000)
+    assert len(cifar100.mean) == len(cifar100.std) == 3 and len(mnist.mean) == len(mnist.std) == 1
     with pytest.raises(DataError) as e:
         dataset_info("x")
-    assert str(e.value) == "unknown dataset 'x'; known: cifar10, digits, imagenet, svhn"
-    with pytest.raises(DataError, match="unknown dataset 'mnist'"):
-        prepare_dataset("mnist", tmp_path)
+    assert str(e.value) == "unknown dataset 'x'; known: cifar10, cifar100, digits, imagenet, mnist, svhn"
+    with pytest.raises(DataError, match="unknown dataset 'fashion'"):
+        prepare_dataset("fashion", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -400,6 +406,174 @@ def test_cifar10_archive_without_cifar10s_batches(
     assert message.startswith(f"cifar-10-python.tar.gz from {source['url']} does not hold CIFAR-10's batches")
     assert message.endswith("(archive removed; re-run to download again)") and "\n" not in message
     assert _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# cifar100
+# ---------------------------------------------------------------------------
+
+
+def make_cifar100_archive() -> tuple[bytes, dict, dict, dict[str, str]]:
+    """A small cifar-100-python.tar.gz in torchvision's layout (pickled ``train``, ``test`` and
+    ``meta`` in cifar-100-python/, labels under ``fine_labels``); also each member's md5."""
+    rng = np.random.default_rng(100)
+
+    def split(n: int) -> dict:
+        return {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                "fine_labels": [int(v) for v in rng.integers(0, 100, size=n)],
+                "coarse_labels": [int(v) for v in rng.integers(0, 20, size=n)],
+                "filenames": [f"img{i}.png" for i in range(n)]}
+
+    train, test = split(7), split(3)
+    meta = {"fine_label_names": [f"fine{k}" for k in range(100)], "coarse_label_names": [f"c{k}" for k in range(20)]}
+    checksums, buf = {}, io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in (("train", train), ("test", test), ("meta", meta)):
+            payload = pickle.dumps(content, protocol=2)
+            checksums[name] = md5(payload)
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue(), train, test, checksums
+
+
+@pytest.fixture
+def cifar100_archive(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The fabricated archive as a file:// mirror, with torchvision's CIFAR100 told its members' md5."""
+    from torchvision.datasets import CIFAR100
+
+    blob, train, test, checksums = make_cifar100_archive()
+    monkeypatch.setattr(CIFAR100, "train_list", [["train", checksums["train"]]])
+    monkeypatch.setattr(CIFAR100, "test_list", [["test", checksums["test"]]])
+    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": checksums["meta"]})
+    mirror = tmp_path / "mirror" / "cifar-100-python.tar.gz"
+    mirror.parent.mkdir()
+    mirror.write_bytes(blob)
+    return blob, train, test, mirror.as_uri()
+
+
+def test_cifar100_from_a_file_mirror(cifar100_archive, tmp_path: Path) -> None:
+    blob, train, test, url = cifar100_archive
+    meta_path = prepare_dataset("cifar100", tmp_path / "data", source={"url": url, "md5": md5(blob)})
+    meta = json.loads(meta_path.read_text())
+    assert (meta["num_classes"], meta["image_shape"], meta["n_train"], meta["n_test"]) == (100, [3, 32, 32], 7, 3)
+    assert meta["source"] == {"url": url, "md5": md5(blob)}
+    for split, raw in (("train", train), ("test", test)):
+        ds = load_split(meta_path, split)
+        assert ds.num_classes == 100 and ds.labels.tolist() == raw["fine_labels"]  # the fine labels, not the coarse
+        # images[n, c, h, w] == data[n][c * 1024 + h * 32 + w]
+        for n, c, h, w in ((0, 0, 0, 0), (1, 2, 5, 9), (len(raw["data"]) - 1, 1, 31, 17)):
+            assert int(ds.images[n, c, h, w]) == int(raw["data"][n][c * 1024 + h * 32 + w])
+    assert not list((tmp_path / "data" / "cifar100").glob(".extract-*"))
+
+
+def test_cifar100_checksum_mismatch_and_foreign_archive(cifar100_archive, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.datasets import CIFAR100
+
+    blob, _, _, url = cifar100_archive
+    with pytest.raises(DataError) as e:
+        prepare_dataset("cifar100", tmp_path / "data", source={"url": url, "md5": "0" * 32})
+    assert str(e.value) == (f"checksum mismatch for cifar-100-python.tar.gz: expected md5 {'0' * 32}, got {md5(blob)} "
+                            "(file removed; re-run to download again)")
+    assert _leftovers(tmp_path / "data") == []
+    monkeypatch.setattr(CIFAR100, "train_list", [["train", "1" * 32]])  # torchvision: not CIFAR-100's own batch
+    with pytest.raises(DataError) as e:
+        prepare_dataset("cifar100", tmp_path / "data", source={"url": url, "md5": md5(blob)})
+    assert str(e.value) == (f"cifar-100-python.tar.gz from {url} does not hold CIFAR-100's batches (torchvision: "
+                            "Dataset not found or corrupted) (archive removed; re-run to download again)")
+    assert _leftovers(tmp_path / "data") == []
+
+
+# ---------------------------------------------------------------------------
+# mnist
+# ---------------------------------------------------------------------------
+
+
+def _idx_gz(array: np.ndarray) -> bytes:
+    """``array`` (uint8) as a gzipped IDX file, the format of MNIST's downloads: magic 0x08
+    (unsigned byte) and the number of dimensions, each dimension as a big-endian int32, the data."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.tobytes(), mtime=0)
+
+
+@pytest.fixture
+def mnist_mirror(tmp_path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Four fabricated MNIST downloads on a file:// mirror, and the source that names them."""
+    rng = np.random.default_rng(28)
+    arrays = {"train_images": rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8),
+              "train_labels": rng.integers(0, 10, size=6, dtype=np.uint8),
+              "test_images": rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8),
+              "test_labels": rng.integers(0, 10, size=4, dtype=np.uint8)}
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    source = {}
+    for key, array in arrays.items():
+        blob = _idx_gz(array)
+        (mirror / f"{key}.gz").write_bytes(blob)
+        source[key] = {"url": (mirror / f"{key}.gz").as_uri(), "md5": md5(blob)}
+    return source, arrays
+
+
+def test_mnist_from_a_file_mirror(mnist_mirror, tmp_path: Path) -> None:
+    from torchvision.datasets import MNIST
+
+    source, arrays = mnist_mirror
+    meta_path = prepare_dataset("mnist", tmp_path / "data", source=source)
+    meta = json.loads(meta_path.read_text())
+    assert (meta["num_classes"], meta["image_shape"], meta["n_train"], meta["n_test"]) == (10, [1, 28, 28], 6, 4)
+    assert meta["source"] == source
+    downloads = tmp_path / "data" / "mnist" / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == sorted(name for name, _ in MNIST.resources)
+    for split in ("train", "test"):
+        ds = load_split(meta_path, split)
+        assert ds.images.shape == (len(arrays[f"{split}_labels"]), 1, 28, 28)
+        assert np.array_equal(ds.images[:, 0].numpy(), arrays[f"{split}_images"])
+        assert ds.labels.tolist() == arrays[f"{split}_labels"].tolist()
+    assert not list((tmp_path / "data" / "mnist").glob(".extract-*"))
+    # without a mirror: torchvision's first mirror and md5 of each file
+    from rslib.data.prepare import _resolve_remote
+
+    assert _resolve_remote(None, MNIST.mirrors[0] + MNIST.resources[2][0], MNIST.resources[2][1], "mnist") == {
+        "url": "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+        "md5": "9fb629c4189551a2d022fa330f9573f3"}
+
+
+def test_mnist_checksum_mismatch_and_files_that_are_not_mnist(mnist_mirror, tmp_path: Path) -> None:
+    source, arrays = mnist_mirror
+    wrong = {**source, "test_labels": {**source["test_labels"], "md5": "0" * 32}}
+    with pytest.raises(DataError) as e:
+        prepare_dataset("mnist", tmp_path / "data", source=wrong)
+    assert str(e.value) == (f"checksum mismatch for t10k-labels-idx1-ubyte.gz: expected md5 {'0' * 32}, got "
+                            f"{source['test_labels']['md5']} (file removed; re-run to download again)")
+    assert not (tmp_path / "data" / "mnist" / "meta.json").exists() and not list((tmp_path / "data").rglob("*.npz"))
+    # images given as labels: torchvision's parser refuses a 3-d label file
+    swapped = {**source, "test_labels": source["test_images"]}
+    with pytest.raises(DataError) as e:
+        prepare_dataset("mnist", tmp_path / "data", source=swapped)
+    assert str(e.value) == ("t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz do not hold MNIST's test images "
+                            "and labels (torchvision: x should have 1 dimension instead of 3) (files removed; re-run "
+                            "to download again)")
+    assert not (tmp_path / "data" / "mnist" / "meta.json").exists()
+    assert not (tmp_path / "data" / "mnist" / "downloads" / "t10k-labels-idx1-ubyte.gz").exists()
+    with pytest.raises(DataError, match=r"mnist: unknown source keys \['train'\] \(allowed: train_images, "
+                                        r"train_labels, test_images, test_labels\)"):
+        prepare_dataset("mnist", tmp_path / "data", source={"train": {}})
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet20", "resnet110"])
+def test_models_take_mnist_and_cifar100(arch: str) -> None:
+    """28 x 28 grey images and 100 classes: the CIFAR architectures pool adaptively."""
+    from rslib.models.architectures import build_model
+
+    for name in ("mnist", "cifar100"):
+        info = dataset_info(name)
+        model = build_model(arch, info.num_classes, info.image_shape[0], info.mean, info.std).eval()
+        with torch.no_grad():
+            logits = model(torch.rand(2, *info.image_shape))
+        assert logits.shape == (2, info.num_classes)
 
 
 # ---------------------------------------------------------------------------

@@ -228,7 +228,9 @@ def test_lint_is_clean(tmp_path, configfile):
     "change, message",
     [
         ({"datasets": {"digits": {"arch": "small_cnn", "sigmas": [-0.25]}}}, "-0.25"),
-        ({"datasets": {"mnist": {"arch": "small_cnn", "sigmas": [0.25]}}}, "mnist"),
+        ({"datasets": {"fashion": {"arch": "small_cnn", "sigmas": [0.25]}}},
+         "datasets.fashion: 'fashion' is not a registered dataset (cifar10, cifar100, digits, imagenet, mnist, svhn); "
+         "a dataset of your own needs kind: npz or imagefolder"),
         ({"certify": {"n0": 100, "n": 300, "alpha": 1.5}}, "1.5"),
         ({"methods": {"gaussian": {"cifar10": {"seeds": [0], "hparams": {"epochs": 1, "batch_size": 8, "lr": 0.1}}}}},
          "dataset 'cifar10' is not configured"),
