@@ -24,12 +24,14 @@ def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str,
 
 
 def time_train_step(
-    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1
+    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1,
+    module: str | None = None,
 ) -> float:
     """Mean wall seconds of one optimisation step (see :func:`_time_train_step`); frees the
-    device's cached memory afterwards (the model and batches are gone by then)."""
+    device's cached memory afterwards (the model and batches are gone by then). ``module``
+    (``methods.<method>.module``) names the class of a method of the user's own."""
     try:
-        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup)
+        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup, module)
     finally:
         _free(dev)
 
@@ -42,7 +44,8 @@ def _free(dev) -> None:
 
 
 def _time_train_step(
-    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1
+    dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1,
+    module: str | None = None,
 ) -> float:
     """Mean wall seconds of one optimisation step as :func:`rslib.training.loop.train_loop` runs it.
 
@@ -63,7 +66,7 @@ def _time_train_step(
     augment = hparams.get("augment") or {}
     torch.manual_seed(0)
     model = spec.build().to(dev)
-    training = get_method(method)(sigma, hparams)
+    training = get_method(method, module)(sigma, hparams)
     optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     g = torch.Generator().manual_seed(0)
     pool = 2 * optim.batch_size
@@ -141,7 +144,8 @@ def measure_costs(
     """Time the training step of each distinct (dataset, arch, method, cost hyper-parameters)
     in ``jobs`` and certification's noisy forward pass of each (dataset, arch).
 
-    ``jobs``: dicts with ``dataset``, ``arch``, ``method``, ``sigma``, ``hparams``. Jobs that differ
+    ``jobs``: dicts with ``dataset``, ``arch``, ``method``, ``sigma``, ``hparams`` (and ``module``
+    for a method of the user's own: :meth:`rslib.experiment.plan.Plan.train_cost_jobs`). Jobs that differ
     only in σ, seed or schedule (:data:`SCHEDULE_KEYS`) share one measurement (σ of the first).
     Returns records ``{kind: "train", dataset, arch, method, sigma, batch_size, hparams,
     seconds_per_step, steps, device}`` and ``{kind: "certify", dataset, arch, batch_size,
@@ -163,7 +167,8 @@ def measure_costs(
         if key in seen:
             continue
         seen.add(key)
-        seconds = time_train_step(job["dataset"], job["arch"], job["method"], float(job["sigma"]), hparams, dev, steps, warmup)
+        seconds = time_train_step(job["dataset"], job["arch"], job["method"], float(job["sigma"]), hparams, dev, steps,
+                                  warmup, module=job.get("module"))
         record = {
             "kind": "train", "dataset": job["dataset"], "arch": job["arch"], "method": job["method"],
             "sigma": float(job["sigma"]), "batch_size": int(hparams["batch_size"]), "hparams": cost_hparams(hparams),
