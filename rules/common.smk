@@ -10,7 +10,7 @@ from snakemake.logging import logger
 # rslib from this checkout, also when Snakemake runs from an environment without it installed.
 sys.path.insert(0, workflow.basedir)
 from rslib.experiment import paths as layout
-from rslib.experiment.artefacts import ARTEFACTS, FIGURES, TABLES
+from rslib.experiment.artefacts import ARTEFACTS, FIGURES, TABLES, source_params
 from rslib.experiment.config import with_defaults
 from rslib.experiment.plan import Plan
 from rslib.experiment.released_files import load_manifest
@@ -182,7 +182,7 @@ def figure_inputs(wc):
 
 
 def figure_sources(wc):
-    return [vars(s) for s in PLAN.artefact_sources(wc.figure)]
+    return [source_params(s) for s in PLAN.artefact_sources(wc.figure)]
 
 
 def figure_sigma(wc):
@@ -194,4 +194,4 @@ def curve_certificates(wc):
 
 
 def curve_sources(wc):
-    return [vars(s) for s in PLAN.curve_sources(wc.dataset, wc.sigma)]
+    return [source_params(s) for s in PLAN.curve_sources(wc.dataset, wc.sigma)]

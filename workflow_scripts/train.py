@@ -1,4 +1,5 @@
-"""Rule train: one model for (dataset, method, σ, seed); resumes from params.checkpoint_dir."""
+"""Rule train: one model for (dataset, method, σ, seed); resumes from params.checkpoint_dir. A method
+of the user's own is imported from the class its configuration names (methods.<method>.module)."""
 
 import sys
 
@@ -23,6 +24,7 @@ run_logged(
         sigma=float(wc.sigma),
         seed=int(wc.seed),
         hparams=dict(params.hparams),
+        method_module=snakemake.config["methods"][wc.method].get("module"),
         device=params.device,
         threads=snakemake.threads,
         curve=dict(params.curve),

@@ -27,13 +27,14 @@ def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str,
 
 def time_train_step(
     dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None, module: str | None = None,
 ) -> float:
     """Mean wall seconds of one optimisation step (see :func:`_time_train_step`); frees the
     device's cached memory afterwards (the model and batches are gone by then). ``settings``: the
-    dataset's configuration entry (a dataset of the user's own is read from it)."""
+    dataset's configuration entry (a dataset of the user's own is read from it); ``module``
+    (``methods.<method>.module``) names the class of a method of the user's own."""
     try:
-        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup, settings)
+        return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup, settings, module)
     finally:
         _free(dev)
 
@@ -47,7 +48,7 @@ def _free(dev) -> None:
 
 def _time_train_step(
     dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any], dev, steps: int = 3, warmup: int = 1,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None, module: str | None = None,
 ) -> float:
     """Mean wall seconds of one optimisation step as :func:`rslib.training.loop.train_loop` runs it.
 
@@ -68,7 +69,7 @@ def _time_train_step(
     augment = hparams.get("augment") or {}
     torch.manual_seed(0)
     model = spec.build().to(dev)
-    training = get_method(method)(sigma, hparams)
+    training = get_method(method, module)(sigma, hparams)
     optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     g = torch.Generator().manual_seed(0)
     pool = 2 * optim.batch_size
@@ -148,7 +149,8 @@ def measure_costs(
     """Time the training step of each distinct (dataset, arch, method, cost hyper-parameters)
     in ``jobs`` and certification's noisy forward pass of each (dataset, arch).
 
-    ``jobs``: dicts with ``dataset``, ``arch``, ``method``, ``sigma``, ``hparams``. Jobs that differ
+    ``jobs``: dicts with ``dataset``, ``arch``, ``method``, ``sigma``, ``hparams`` (and ``module``
+    for a method of the user's own: :meth:`rslib.experiment.plan.Plan.train_cost_jobs`). Jobs that differ
     only in σ, seed or schedule (:data:`SCHEDULE_KEYS`) share one measurement (σ of the first).
     Returns records ``{kind: "train", dataset, arch, method, sigma, batch_size, hparams,
     seconds_per_step, steps, device}`` and ``{kind: "certify", dataset, arch, batch_size,
@@ -172,7 +174,7 @@ def measure_costs(
             continue
         seen.add(key)
         seconds = time_train_step(job["dataset"], job["arch"], job["method"], float(job["sigma"]), hparams, dev, steps,
-                                  warmup, (datasets or {}).get(job["dataset"]))
+                                  warmup, (datasets or {}).get(job["dataset"]), module=job.get("module"))
         record = {
             "kind": "train", "dataset": job["dataset"], "arch": job["arch"], "method": job["method"],
             "sigma": float(job["sigma"]), "batch_size": int(hparams["batch_size"]), "hparams": cost_hparams(hparams),

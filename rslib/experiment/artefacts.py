@@ -26,8 +26,8 @@ RADII_TO_2 = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 class Artefact:
     """One table or figure of ``000`` (or the comparison with it), as the workflow regenerates it:
     the target ``results/<name>.<suffix>``, the dataset it reports, its rows (single models, then
-    ensembles × schemes, per σ) and the layout that draws it (:data:`rslib.report.tables.BUILDERS`,
-    :data:`rslib.report.figures.BUILDERS`)."""
+    ensembles × schemes, then, where ``user_rows``, the user's own methods, per σ) and the layout
+    that draws it (:data:`rslib.report.tables.BUILDERS`, :data:`rslib.report.figures.BUILDERS`)."""
 
     name: str  #: the target's stem: results/table1.tex, results/figure1.pdf
     kind: str  #: "table", "figure" or "comparison"
@@ -40,6 +40,8 @@ class Artefact:
     sigma: str | None = None  #: one fixed σ ...
     sigma_key: str | None = None  #: ... or the ``paper`` key that names it; neither: every paper σ
     radii: tuple[float, ...] = ()  #: certified-accuracy columns
+    #: also lists the single models of the user's own methods (not in the paper), after the paper's rows at each σ
+    user_rows: bool = False
 
     @property
     def suffix(self) -> str:
@@ -61,6 +63,8 @@ class Artefact:
         for sigma in self.sigmas(paper, configured, dataset):
             wanted += [Source(dataset, sigma, m) for m in self.singles]
             wanted += [Source(dataset, sigma, e, scheme) for e in self.ensembles for scheme in self.schemes]
+            if self.user_rows:
+                wanted += [Source(dataset, sigma, m, user_label=label) for m, label in configured.user_labels.items()]
         return [replace(w, origin=configured.origin(w)) for w in wanted if configured.has(w)]
 
 
@@ -73,20 +77,20 @@ def _table(name: str, layout: str, **rows: Any) -> Artefact:
 #: builders and the comparison read them from here.
 ARTEFACTS: dict[str, Artefact] = {a.name: a for a in (
     _table("table1", "acr_by_sigma", singles=("smoothadv", "macer", "smoothmix", "consistency", "advmacer"),
-           ensembles=TABLE1_ENSEMBLES),
-    _table("table2", "training_cost", singles=("smoothadv", "advmacer", "macer")),
+           ensembles=TABLE1_ENSEMBLES, user_rows=True),
+    _table("table2", "training_cost", singles=("smoothadv", "advmacer", "macer"), user_rows=True),
     _table("table3", "ensemble_weights", singles=("advmacer",), ensembles=("advmacer:2",), sigma_key="table3_sigma",
            schemes=("average", "mme", "optimal-paper", "optimal-predicted", "optimal-global")),
-    _table("table4", "acr_by_sigma_with_time", singles=("smoothadv", "macer", "advmacer")),
+    _table("table4", "acr_by_sigma_with_time", singles=("smoothadv", "macer", "advmacer"), user_rows=True),
     *(_table(name, "certified_accuracy", singles=("smoothadv", "macer", "smoothmix", "advmacer"),
-             ensembles=("smoothadv:3",) + TABLE1_ENSEMBLES, sigma=sigma, radii=radii)
+             ensembles=("smoothadv:3",) + TABLE1_ENSEMBLES, sigma=sigma, radii=radii, user_rows=True)
       for name, sigma, radii in (("table5", "0.25", RADII_TO_2), ("table6", "0.50", RADII_TO_2),
                                  ("table7", "1.00", RADII_TO_2 + (2.25,)))),
     _table("table8", "svhn", singles=("smoothadv", "macer", "advmacer"),
            ensembles=("smoothadv:3", "advmacer:3", "advmacer:1+macer:2", "advmacer:2+macer:1",
-                      "advmacer:1+smoothadv:2", "advmacer:2+smoothadv:1")),
+                      "advmacer:1+smoothadv:2", "advmacer:2+smoothadv:1"), user_rows=True),
     Artefact("figure1", "figure", "main", "CIFAR-10", "training_curves", singles=("advmacer", "macer"),
-             sigma_key="figure1_sigma"),
+             sigma_key="figure1_sigma", user_rows=True),
     Artefact("figure3", "figure", "main", "CIFAR-10", "ensemble_sizes", singles=("advmacer",),
              ensembles=tuple(f"advmacer:{k}" for k in range(2, 10))
              + tuple(f"advmacer:1+smoothadv:{k}" for k in range(1, 9)), sigma_key="figure3_sigma"),
@@ -108,7 +112,8 @@ def artefact(name: str) -> Artefact:
 @dataclass(frozen=True)
 class Source:
     """One certified classifier: a single model (``scheme`` None, ``name`` = method, its first
-    configured seed) or an ensemble ``name`` certified with ``scheme``."""
+    configured seed) or an ensemble ``name`` certified with ``scheme``. A single model of a method
+    of the user's own carries its table label (``user_label``); it is not in the paper."""
 
     dataset: str
     sigma: str
@@ -117,19 +122,33 @@ class Source:
     seed: int | None = None  # a single model other than the method's first seed (ensemble members)
     #: where a single model's certificate comes from (see ORIGINS); ensembles are always certified here
     origin: str = "trained"
+    #: the label of a method of the user's own (config ``methods.<name>.label`` or its class's); None: the paper's
+    user_label: str | None = None
 
     @property
     def single(self) -> bool:
         return self.scheme is None
 
     @property
+    def in_paper(self) -> bool:
+        """Whether the paper has this row's method (else a method of the user's own)."""
+        return self.user_label is None
+
+    @property
     def label(self) -> str:
+        if self.user_label is not None:
+            return self.user_label
         return METHOD_NAMES.get(self.name, self.name) if self.single else ensemble_label(self.name)
 
     @property
+    def paper_mark(self) -> str:
+        """:data:`NOT_IN_PAPER_MARK` for a method of the user's own, else nothing."""
+        return "" if self.in_paper else NOT_IN_PAPER_MARK
+
+    @property
     def marked_label(self) -> str:
-        """The label with the mark of its origin, as the tables show it."""
-        return self.label + ORIGIN_MARKS[self.origin]
+        """The label with the marks of a method not in the paper and of its origin, as the tables show it."""
+        return self.label + self.paper_mark + ORIGIN_MARKS[self.origin]
 
     @property
     def has_curve(self) -> bool:
@@ -150,6 +169,23 @@ ORIGIN_NOTE = {"imported": "‡ released checkpoint, certified by this workflow"
                "published log": "§ published certification log, not recomputed"}
 
 
+#: The mark, caption note and comparison reason of a single-model row of a method of the user's own
+#: (``methods.<name>.module``): listed after the paper's rows, compared with nothing.
+NOT_IN_PAPER_MARK = " ¶"
+NOT_IN_PAPER_NOTE = "¶ a method of this run's own (methods.<name>.module), not in the paper"
+NOT_IN_PAPER = "not in the paper"
+
+
+def source_params(src: Source) -> dict[str, Any]:
+    """A source as it travels in a rule's params (``Source(**params)`` rebuilds it): its fields,
+    without ``user_label`` for the paper's methods, so that their jobs' params (which Snakemake
+    reruns a job for when they change) stay as they were before methods of one's own existed."""
+    params = vars(src).copy()
+    if params["user_label"] is None:
+        del params["user_label"]
+    return params
+
+
 @dataclass
 class Configured:
     """What a configuration trains and certifies: first seed per (dataset, σ, method), the
@@ -160,6 +196,8 @@ class Configured:
     sigmas: dict[str, list[str]] = field(default_factory=dict)
     #: origin (ORIGINS) of each (dataset, σ, method)'s single-model row; absent = "trained"
     origins: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    #: the table label of each method of the user's own, in configuration order
+    user_labels: dict[str, str] = field(default_factory=dict)
 
     def has(self, s: Source) -> bool:
         if s.single:

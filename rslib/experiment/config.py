@@ -1,4 +1,4 @@
-"""Reading a validated configuration: σ as paths and tables write it, and a method's
+"""Reading a validated configuration: σ as paths and tables write it, a method's datasets, and its
 hyper-parameters with their per-σ overrides."""
 
 from __future__ import annotations
@@ -10,6 +10,16 @@ from typing import Any
 def sigma_key(sigma: Any) -> str:
     """σ as paths, wildcards and tables write it: two decimals, as the paper does (0.25, 1.00)."""
     return f"{float(sigma):.2f}"
+
+
+#: Keys of ``methods.<name>`` that are not datasets: a method of the user's own names its class
+#: (``module``) and may name its table rows (``label``).
+METHOD_ENTRY_KEYS = ("module", "label")
+
+
+def method_datasets(config: Mapping[str, Any], method: str) -> dict[str, Mapping[str, Any]]:
+    """``methods.<method>``'s settings per dataset (without ``module`` and ``label``)."""
+    return {k: v for k, v in config["methods"][method].items() if k not in METHOD_ENTRY_KEYS}
 
 
 def configured_hparams(config: Mapping[str, Any], method: str, dataset: str, sigma: Any) -> dict[str, Any] | None:

@@ -6,7 +6,9 @@ CertifyAdp run, the members whose outputs are stored, each dataset's evaluation 
 sources of each of the paper's artefacts and the jobs of the GPU-hour estimate, and raises one
 :class:`rslib.runtime.errors.ConfigError` naming the key for every inconsistency between the
 configuration's sections. The Snakefile's rules, the cost estimate and the device check read this
-one plan (``rules/common.smk`` holds only thin input functions over it); it imports no torch.
+one plan (``rules/common.smk`` holds only thin input functions over it); it imports no torch, unless
+the configuration has a method of the user's own (``methods.<name>.module``), whose class it
+imports to read its hyper-parameter keys and label.
 
 Models and ensembles are plain dicts (``{"dataset", "method", "sigma", "seed"}``,
 ``{"dataset", "sigma", "ensemble", "scheme"}``): they travel as rule ``params`` into the
@@ -17,26 +19,30 @@ contract with existing results.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rslib.certification.bounds import certify_always_abstains, max_certifiable_radius
 from rslib.data.registry import DatasetInfo, available_evaluation_images, dataset_info, dataset_source
-from rslib.ensembles.schemes import SCHEMES, ensemble_members, get_scheme
+from rslib.ensembles.schemes import METHOD_NAMES, SCHEMES, ensemble_members, get_scheme
 from rslib.experiment.artefacts import (
     ARTEFACTS,
+    NOT_IN_PAPER,
     TABLE_RADII,
     Configured,
     Source,
     artefact,
     member_sources,
+    source_params,
 )
 from rslib.experiment.comparability import configuration_deviations
-from rslib.experiment.config import merged_hparams, sigma_key
+from rslib.experiment.config import merged_hparams, method_datasets, sigma_key
 from rslib.experiment.paths import Paths
 from rslib.experiment.released_files import missing_files_message
 from rslib.runtime.errors import ConfigError, DataError
-from rslib.training.hparams import check_hparam_keys
+from rslib.training.hparams import METHOD_KEYS, check_hparam_keys
 
 Model = dict[str, Any]  #: {"dataset", "method", "sigma", "seed"}
 
@@ -47,6 +53,15 @@ def model_label(m: Mapping[str, Any]) -> str:
 
 def _slot(m: Mapping[str, Any]) -> tuple[str, str, str, int]:
     return m["dataset"], m["method"], m["sigma"], int(m["seed"])
+
+
+@dataclass(frozen=True)
+class UserMethod:
+    """A method of the user's own (``methods.<name>.module``), as its class declares it."""
+
+    module: str  #: ``package.module[:ClassName]``
+    label: str  #: how tables name its rows: ``methods.<name>.label``, else the class's ``label``, else the name
+    hparam_keys: tuple[str, ...]  #: the keys it reads beyond the loop's (the class's ``hparam_keys``)
 
 
 class Plan:
@@ -66,6 +81,8 @@ class Plan:
         self.published_logs: dict[tuple[str, str, str], str] = {}
         #: what each configured dataset is (registered, or the user's own read from its entry and files)
         self.dataset_infos = self._dataset_infos()
+        #: each method of the user's own, by its name
+        self.user_methods: dict[str, UserMethod] = self._user_methods()
         self._grid()
         self.trained = [m for m in self.models if not self.is_released(m)]
         self.evaluation_images = self._evaluation_sizes()
@@ -99,10 +116,41 @@ class Plan:
         return plan
 
     # --- the grid ------------------------------------------------------------------------------
+    def _user_methods(self) -> dict[str, UserMethod]:
+        """Each configured method that is not the paper's must name its class (``module``); its
+        class is imported (with torch) for its hyper-parameter keys and label. Labels are unique
+        and not the paper's, so that table rows and the comparison cannot mix them up."""
+        from rslib.training.user_methods import load_method_class
+
+        found: dict[str, UserMethod] = {}
+        taken = {label: name for name, label in METHOD_NAMES.items()}
+        for name, entry in self.config["methods"].items():
+            where = f"methods.{name}"
+            if name in METHOD_KEYS:
+                extra = [k for k in ("module", "label") if k in entry]
+                if extra:
+                    raise ConfigError(f"{where}.{extra[0]}: {name} is one of the paper's methods and takes no "
+                                      f"{extra[0]}; give a method of your own another name")
+                continue
+            if "module" not in entry:
+                close = difflib.get_close_matches(name, list(METHOD_KEYS), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"{where}: unknown training method {name!r}; {hint}the paper's are "
+                                  f"{', '.join(sorted(METHOD_KEYS))}, and a method of your own names its class: "
+                                  f"{where}.module: package.module[:ClassName]")
+            cls = load_method_class(entry["module"], f"{where}.module")
+            label = entry.get("label") or cls.label or name
+            if label in taken or label.startswith("EsbRS-"):
+                owner = f"{taken[label]}'s label" if label in taken else "an ensemble's label"
+                raise ConfigError(f"{where}: label {label!r} is {owner}; give {where}.label another one")
+            taken[label] = name
+            found[name] = UserMethod(entry["module"], label, tuple(cls.hparam_keys))
+        return found
+
     def _grid(self) -> None:
         config = self.config
-        for method, per_dataset in config["methods"].items():
-            for dataset, settings in per_dataset.items():
+        for method in config["methods"]:
+            for dataset, settings in method_datasets(config, method).items():
                 where = f"methods.{method}.{dataset}"
                 if dataset not in config["datasets"]:
                     raise ConfigError(f"{where}: dataset {dataset!r} is not configured under `datasets`")
@@ -157,12 +205,13 @@ class Plan:
             import jsonschema
 
             validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/hparams", "$defs": schema["$defs"]})
-        for method, per_dataset in self.config["methods"].items():
-            for dataset, settings in per_dataset.items():
+        for method in self.config["methods"]:
+            keys = self.user_methods[method].hparam_keys if method in self.user_methods else None
+            for dataset, settings in method_datasets(self.config, method).items():
                 where = f"methods.{method}.{dataset}"
-                check_hparam_keys(method, settings.get("hparams", {}), f"{where}.hparams")
+                check_hparam_keys(method, settings.get("hparams", {}), f"{where}.hparams", keys)
                 for key, override in settings.get("by_sigma", {}).items():
-                    check_hparam_keys(method, override, f"{where}.by_sigma.{key}")
+                    check_hparam_keys(method, override, f"{where}.by_sigma.{key}", keys)
                 if "hparams" not in settings or validator is None:
                     continue
                 for key, override in settings.get("by_sigma", {}).items():
@@ -369,6 +418,7 @@ class Plan:
             ensembles={(e["dataset"], e["sigma"], e["ensemble"], e["scheme"]) for e in self.ensembles},
             sigmas={d: [sigma_key(s) for s in v["sigmas"]] for d, v in self.config["datasets"].items()},
             origins=origins,
+            user_labels={name: method.label for name, method in self.user_methods.items()},
         )
 
     def artefact_sources(self, name: str) -> list[Source]:
@@ -390,7 +440,7 @@ class Plan:
 
     def curve_sources(self, dataset: str, sigma: str) -> list[Source]:
         """Every method (first seed) and every average-weight ensemble certified at (dataset, σ)."""
-        singles = [Source(dataset, sigma, method, origin=origin)
+        singles = [Source(dataset, sigma, method, origin=origin, user_label=self.configured.user_labels.get(method))
                    for (d, s, method), origin in self.configured.origins.items() if (d, s) == (dataset, sigma)]
         ensembles = [Source(d, s, name, scheme) for (d, s, name, scheme) in sorted(self.configured.ensembles)
                      if (d, s, scheme) == (dataset, sigma, "average")]
@@ -435,9 +485,12 @@ class Plan:
 
     def source_deviations(self, src: Source, name: str) -> str:
         """Why the cells of ``src`` in artefact ``name`` are not comparable with the paper ("" when
-        they are): each setting that differs from the reference configuration."""
+        they are): each setting that differs from the reference configuration, or, for a method
+        of the user's own, :data:`rslib.experiment.artefacts.NOT_IN_PAPER`."""
         if self.reference is None:
             raise ConfigError("the plan has no reference configuration to compare with")
+        if not src.in_paper:
+            return NOT_IN_PAPER
         if src.single:
             trained = [src.name] if src.origin == "trained" else []
             settings: list[str] = []
@@ -470,8 +523,8 @@ class Plan:
         if name not in self._table_params:
             sources = self.artefact_sources(name)
             self._table_params[name] = dict(
-                sources=[vars(s) for s in sources],
-                members=[vars(s) for s in self.artefact_members(name)],
+                sources=[source_params(s) for s in sources],
+                members=[source_params(s) for s in self.artefact_members(name)],
                 hparams=[self.source_hparams(s) for s in sources],
                 seed_counts=[len(self.source_seed_models(s)[1:]) for s in sources],
                 deviations=[self.source_deviations(s, name) for s in sources],
@@ -533,9 +586,13 @@ class Plan:
 
     # --- the GPU-hour estimate -----------------------------------------------------------------
     def _cost_job(self, m: Model) -> dict[str, Any]:
+        """A job of the estimate; one of a method of the user's own names its class (``module``)."""
         data = self.config["datasets"][m["dataset"]]
-        return dict(m, sigma=float(m["sigma"]), arch=data["arch"],
-                    hparams=self.hparams(m["dataset"], m["method"], m["sigma"]), heldout=data["heldout_images"])
+        job = dict(m, sigma=float(m["sigma"]), arch=data["arch"],
+                   hparams=self.hparams(m["dataset"], m["method"], m["sigma"]), heldout=data["heldout_images"])
+        if m["method"] in self.user_methods:
+            job["module"] = self.user_methods[m["method"]].module
+        return job
 
     def train_cost_jobs(self) -> list[dict[str, Any]]:
         """Every training job with its merged hparams."""

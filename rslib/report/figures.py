@@ -107,11 +107,12 @@ def figure3_series(sources: Sequence[Source], acr: Mapping[Source, float]) -> di
 
 def _training_curves(sources: Sequence[Source], certificates: Sequence[str], curves: Sequence[str], sigma: str,
                      out_pdf: str) -> Any:
-    """Figure 1: the training curves of the singles this workflow trained (the others have none)."""
+    """Figure 1: the training curves of the singles this workflow trained (the others have none);
+    a method of the user's own is marked as not in the paper."""
     import pandas as pd
 
     trained = [s for s in sources if s.has_curve]
-    points = plot_figure1({s.label: pd.read_csv(c) for s, c in zip(trained, curves)}, out_pdf, sigma)
+    points = plot_figure1({s.marked_label: pd.read_csv(c) for s, c in zip(trained, curves)}, out_pdf, sigma)
     return pd.DataFrame.from_records(points, columns=["model", "hours", "best_acr"])
 
 

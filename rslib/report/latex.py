@@ -12,7 +12,7 @@ _LATEX_SPECIAL = {
     "<": "$<$", ">": "$>$", "|": "$|$",
     "×": r"$\times$", "±": r"$\pm$", "−": "$-$", "–": "--", "—": "---", "…": r"\ldots{}", "·": r"$\cdot$",
     "≤": r"$\leq$", "≥": r"$\geq$", "≈": r"$\approx$", "→": r"$\rightarrow$", "°": r"$^\circ$",
-    "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}", "‘": "`", "’": "'", "“": "``", "”": "''",
+    "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}", "¶": r"\P{}", "‘": "`", "’": "'", "“": "``", "”": "''",
     "²": "$^2$", "√": r"$\surd$", "∞": r"$\infty$", "Φ": r"$\Phi$", "Σ": r"$\Sigma$", "Δ": r"$\Delta$",
     "Λ": r"$\Lambda$", "Ω": r"$\Omega$", "Γ": r"$\Gamma$", "Θ": r"$\Theta$", "Π": r"$\Pi$", "Ψ": r"$\Psi$",
     **{chr(0x3B1 + i): rf"$\{name}$" for i, name in enumerate(
@@ -24,7 +24,7 @@ _LATEX_SPECIAL = {
 
 def latex_escape(text: str) -> str:
     """``text`` as pure-ASCII LaTeX for pdflatex's defaults (no inputenc/fontenc needed): LaTeX's
-    special characters escaped, the Unicode we write (σ, ε, ×, −, –, ±, †, ‡, §, …) spelled as
+    special characters escaped, the Unicode we write (σ, ε, ×, −, –, ±, †, ‡, §, ¶, …) spelled as
     LaTeX, other characters by their compatibility decomposition without accents (é → e, ™ → TM)
     and what has none as ``[U+XXXX]``, so that no table fails over a label or a device name."""
     import unicodedata

@@ -15,6 +15,7 @@ from typing import Any
 
 from rslib.ensembles.schemes import SCHEMES
 from rslib.experiment.artefacts import (
+    NOT_IN_PAPER_NOTE,
     ORIGIN_MARKS,
     ORIGIN_NOTE,
     ORIGINS,
@@ -86,7 +87,9 @@ def _time_cell(src: Source, hours: float | None, missing: str = "–") -> str:
 
 
 def _origin_note(sources: Sequence[Source]) -> str:
+    """The caption's notes on the marks its rows carry: origins, and methods not in the paper."""
     notes = [ORIGIN_NOTE[o] for o in ORIGINS[1:] if any(s.single and s.origin == o for s in sources)]
+    notes += [NOT_IN_PAPER_NOTE] if any(not s.in_paper for s in sources) else []
     return (" " + "; ".join(notes) + ".") if notes else ""
 
 
@@ -135,7 +138,7 @@ def _acr_by_sigma(t: Layout, with_time: bool = False) -> tuple:
     for label in labels:
         row_sources = [by[(label, s)] for s in sigmas if (label, s) in by]
         uniform = len({r.origin for r in row_sources}) == 1  # one origin: marked on the label; mixed: on each cell
-        row_cells, vals = [row_sources[0].marked_label if uniform else label], []
+        row_cells, vals = [row_sources[0].marked_label if uniform else label + row_sources[0].paper_mark], []
         for sigma in sigmas:
             src = by.get((label, sigma))
             if src is None:

@@ -35,6 +35,7 @@ Hyper-parameters: SmoothAdv's ``num_noise_vec`` (m), ``attack_steps`` (T), ``eps
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -50,7 +51,7 @@ class AdvMacer(SmoothAdv):
     name = "advmacer"
     hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["advmacer"]
 
-    def __init__(self, sigma: float, hparams: dict[str, Any]):
+    def __init__(self, sigma: float, hparams: Mapping[str, Any]):
         super().__init__(sigma, hparams)
         self.macer_settings = MacerSettings.from_hparams(self.hparams, self.name)
 

@@ -33,6 +33,7 @@ only permutes rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -83,7 +84,7 @@ class Consistency(TrainingMethod):
     name = "consistency"
     hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["consistency"]
 
-    def __init__(self, sigma: float, hparams: dict[str, Any]):
+    def __init__(self, sigma: float, hparams: Mapping[str, Any]):
         super().__init__(sigma, hparams)
         self.m = int(self.hparams.get("num_noise_vec", 2))
         if self.m < 2:

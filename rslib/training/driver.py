@@ -20,17 +20,24 @@ from rslib.training.macer import Macer
 from rslib.training.smoothadv import SmoothAdv
 from rslib.training.smoothmix import SmoothMix
 
-#: Registered methods by the name used in config and in the ``method`` wildcard.
+#: The paper's methods by the name used in config and in the ``method`` wildcard.
 METHODS: dict[str, type[TrainingMethod]] = {
     cls.name: cls for cls in (Gaussian, SmoothAdv, Macer, AdvMacer, Consistency, SmoothMix)
 }
 
 
-def get_method(name: str) -> type[TrainingMethod]:
+def get_method(name: str, module: str | None = None) -> type[TrainingMethod]:
+    """The class of method ``name``: one of :data:`METHODS`, or with ``module``
+    (``methods.<name>.module``: ``package.module[:ClassName]``) a method of the user's own
+    (:func:`rslib.training.user_methods.load_method_class`)."""
     from rslib.runtime.errors import ConfigError
+    from rslib.training.user_methods import load_method_class
 
+    if module is not None:
+        return load_method_class(module, f"methods.{name}.module")
     if name not in METHODS:
-        raise ConfigError(f"unknown training method {name!r}; known: {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"unknown training method {name!r}; known: {', '.join(sorted(METHODS))} "
+                          f"(a method of your own names its class: methods.{name}.module)")
     return METHODS[name]
 
 
@@ -45,6 +52,7 @@ def run_training(
     sigma: float,
     seed: int,
     hparams: dict[str, Any],
+    method_module: str | None = None,
     device: str = "auto",
     threads: int | None = None,
     workers: int = 4,
@@ -64,7 +72,8 @@ def run_training(
     ``heldout_images`` training images (:func:`rslib.data.load.heldout_split`) are left out of
     training, for the ensemble weights fitted on held-out data. ``dataset_settings`` is the
     configuration's ``datasets.<dataset>`` entry, which a dataset of the user's own is read from
-    (:func:`rslib.data.registry.dataset_info`).
+    (:func:`rslib.data.registry.dataset_info`); ``method_module`` (``methods.<method>.module``)
+    names the class of a method of the user's own.
     Returns the ``extra`` record saved with the model.
     """
     from rslib.certification.noise import mix_seed
@@ -86,8 +95,8 @@ def run_training(
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
     info = dataset_info(dataset, dataset_settings)
-    method_cls = get_method(method)
-    check_hparam_keys(method, hparams, f"hparams of {method}")
+    method_cls = get_method(method, method_module)
+    check_hparam_keys(method, hparams, f"hparams of {method}", method_cls.hparam_keys)
     optim = OptimConfig.from_hparams(hparams)
     spec = ModelSpec(
         arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],

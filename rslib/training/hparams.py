@@ -1,11 +1,17 @@
-"""The hyper-parameter names each training method reads (no torch here: the Snakefile checks the
+"""The hyper-parameter names each training method reads, torch-free: the Snakefile checks the
 configuration against them before any job runs, so a misspelt key is refused instead of its
-default silently applying)."""
+default silently applying.
+
+:data:`METHOD_KEYS` is the declaration of the paper's six methods: each class's ``hparam_keys``
+(:class:`rslib.training.base.TrainingMethod`) is its entry here, and the class reads no other key
+(:class:`rslib.training.base.MethodHparams`). A method of the user's own declares its keys on
+its class, which the workflow imports to read them (:mod:`rslib.training.user_methods`).
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rslib.runtime.errors import ConfigError
@@ -32,11 +38,16 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_hparam_keys(method: str, hparams: Mapping[str, Any], where: str) -> None:
-    """Refuse a key that ``method`` does not read, naming the closest valid key."""
-    if method not in METHOD_KEYS:
-        raise ConfigError(f"{where}: unknown training method {method!r}; known: {', '.join(sorted(METHOD_KEYS))}")
-    valid = LOOP_KEYS + METHOD_KEYS[method]
+def check_hparam_keys(method: str, hparams: Mapping[str, Any], where: str,
+                      method_keys: Sequence[str] | None = None) -> None:
+    """Refuse a key that ``method`` does not read, naming the closest valid key. ``method_keys``:
+    the keys it reads beyond the loop's (its class's ``hparam_keys``); by default the paper's
+    method's entry of :data:`METHOD_KEYS`."""
+    if method_keys is None:
+        if method not in METHOD_KEYS:
+            raise ConfigError(f"{where}: unknown training method {method!r}; known: {', '.join(sorted(METHOD_KEYS))}")
+        method_keys = METHOD_KEYS[method]
+    valid = LOOP_KEYS + tuple(method_keys)
     for key in hparams:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)

@@ -31,6 +31,7 @@ Hyper-parameters: ``num_noise_vec`` (k, default 16), ``gamma`` (γ, 8), ``beta``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,10 +39,10 @@ import torch
 import torch.nn.functional as F
 
 from rslib.runtime.errors import ConfigError
-from rslib.training.base import TrainingMethod
+from rslib.training.base import TrainingMethod, hparam_value
 from rslib.training.copies import mean_over_copies, noisy_copies
 from rslib.training.hparams import METHOD_KEYS
-from rslib.training.smoothadv import hparam_value, soft_smoothed_log_probs
+from rslib.training.smoothadv import soft_smoothed_log_probs
 
 
 def normal_icdf(p: torch.Tensor) -> torch.Tensor:
@@ -102,7 +103,7 @@ class MacerSettings:
     first_decay: int | None = None
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any], method: str) -> MacerSettings:
+    def from_hparams(cls, hparams: Mapping[str, Any], method: str) -> MacerSettings:
         zero_first = bool(hparams.get("lbd_zero_until_first_decay", False))
         milestones = list(hparams.get("lr_milestones") or [])
         if zero_first and not milestones:
@@ -134,7 +135,7 @@ class Macer(TrainingMethod):
     name = "macer"
     hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["macer"]
 
-    def __init__(self, sigma: float, hparams: dict[str, Any]):
+    def __init__(self, sigma: float, hparams: Mapping[str, Any]):
         super().__init__(sigma, hparams)
         self.num_noise_vec = int(hparam_value(self.hparams, "num_noise_vec", self.name, 16))
         if self.num_noise_vec < 1:

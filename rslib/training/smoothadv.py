@@ -27,6 +27,7 @@ plain L2 in [0, 1]-pixel units: the reference's ``--epsilon 256`` is ε = 1.0 he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from rslib.runtime.errors import ConfigError
 from rslib.training.attacks import smooth_adv_pgd, warmup_epsilon
-from rslib.training.base import TrainingMethod
+from rslib.training.base import TrainingMethod, hparam_value
 from rslib.training.copies import (
     copy_labels,
     draw_noise,
@@ -43,15 +44,6 @@ from rslib.training.copies import (
     noisy_copies,
 )
 from rslib.training.hparams import METHOD_KEYS
-
-
-def hparam_value(hparams: dict[str, Any], key: str, method: str, default: Any = None) -> Any:
-    """``hparams[key]``, else ``default``; a missing required key is a one-line ConfigError."""
-    if key in hparams and hparams[key] is not None:
-        return hparams[key]
-    if default is None:
-        raise ConfigError(f"training method {method!r} needs hyper-parameter {key!r} (missing from its hparams)")
-    return default
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,7 @@ class AttackSettings:
     warmup_epochs: int = 10
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any], method: str) -> AttackSettings:
+    def from_hparams(cls, hparams: Mapping[str, Any], method: str) -> AttackSettings:
         settings = cls(
             num_noise_vec=int(hparam_value(hparams, "num_noise_vec", method)),
             attack_steps=int(hparam_value(hparams, "attack_steps", method)),
@@ -104,7 +96,7 @@ class SmoothAdv(TrainingMethod):
     name = "smoothadv"
     hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["smoothadv"]
 
-    def __init__(self, sigma: float, hparams: dict[str, Any]):
+    def __init__(self, sigma: float, hparams: Mapping[str, Any]):
         super().__init__(sigma, hparams)
         self.attack_settings = AttackSettings.from_hparams(self.hparams, self.name)
 

@@ -38,7 +38,7 @@ forward passes, as in the reference, so BatchNorm sees the same batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -177,7 +177,7 @@ class SmoothMix(TrainingMethod):
     name = "smoothmix"
     hparam_keys: ClassVar[tuple[str, ...]] = METHOD_KEYS["smoothmix"]
 
-    def __init__(self, sigma: float, hparams: dict[str, Any]):
+    def __init__(self, sigma: float, hparams: Mapping[str, Any]):
         super().__init__(sigma, hparams)
         h = self.hparams
         self.m = int(h.get("num_noise_vec", 2))
