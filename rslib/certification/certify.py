@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +77,23 @@ def run_certification(
     device: str = "auto",
     autocast_bf16: bool = False,
     threads: int | None = None,
+    model_format: str | None = "rslib",
+    model_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Load a model (refusing one trained for another dataset or σ) and certify ``indices``."""
+    """Load a model (refusing one trained for another dataset or σ) and certify ``indices``.
+
+    ``model_format`` and ``model_options`` (``arch``, ``input_layer``, ``allow_pickle``,
+    ``allow_code``) go to :func:`rslib.models.released.load_any_model`: by default the file is an
+    rslib model file."""
     from rslib.data.load import load_split
-    from rslib.models.checkpoint import load_model
+    from rslib.models.released import load_any_model
     from rslib.runtime.devices import resolve_device
 
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    model, spec, _ = load_model(model_path, dataset=dataset, sigma=sigma, device=dev)
+    model, spec, _ = load_any_model(model_path, model_format, dataset=dataset, sigma=sigma, device=dev,
+                                    **(model_options or {}))
     test_set = load_split(data_meta, "test")
     smooth = Smooth(model, spec.num_classes, sigma, noise_seed=noise_seed, device=dev, autocast_bf16=autocast_bf16)
     print(
