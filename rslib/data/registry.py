@@ -35,6 +35,9 @@ class DatasetInfo:
     #: size of the test split once prepared (ImageNet: the ILSVRC2012 validation set); the
     #: workflow checks the configured evaluation subset against it before any job runs
     test_images: int = 0
+    #: stride of the evaluation subset when none is configured (:func:`default_evaluation`): 1,
+    #: or 100 on ImageNet, whose validation folder is sorted by class
+    evaluation_stride: int = 1
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -62,6 +65,7 @@ DATASETS: dict[str, DatasetInfo] = {
         format="imagefolder",
         train_images=1281167,
         test_images=50000,
+        evaluation_stride=100,
     ),
 }
 
@@ -73,6 +77,21 @@ def dataset_info(name: str) -> DatasetInfo:
     except (KeyError, TypeError):
         known = ", ".join(sorted(DATASETS))
         raise DataError(f"unknown dataset {name!r}; known: {known}") from None
+
+
+#: images of the evaluation subset when none is configured: 000 Tables 5-7 ("the first 500 test images")
+EVALUATION_IMAGES = 500
+
+
+def default_evaluation(name: str) -> dict[str, int]:
+    """The evaluation subset of dataset ``name`` when none is configured (``rslib certify``):
+    :data:`EVALUATION_IMAGES` test images from the first, every ``evaluation_stride``-th (the
+    paper's rule, that ``config.yaml`` writes out: the first 500 on CIFAR-10, SVHN and digits,
+    every 100th of ImageNet's 50,000), fewer when the split is smaller."""
+    info = dataset_info(name)
+    stride = info.evaluation_stride
+    return {"start": 0, "stride": stride,
+            "count": min(EVALUATION_IMAGES, available_evaluation_images(info.test_images, 0, stride))}
 
 
 def _index(value: object, name: str, minimum: int) -> int:
