@@ -31,8 +31,9 @@ from rslib.runtime.errors import CertificateError
 
 REPO = Path(__file__).resolve().parents[2]
 SIGMA = 0.25
-#: n large enough that the 16 images take a few seconds (the kill must land in the middle), small enough for a unit test
-N, BATCH, COUNT = 20_000, 2_000, 16
+#: n and count large enough that the images take seconds (the kill must land in the middle), small
+#: enough for a unit test
+N, BATCH, COUNT = 20_000, 2_000, 24
 
 
 @pytest.fixture(scope="module")
