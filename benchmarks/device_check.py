@@ -24,7 +24,16 @@ Correctness, on the chosen device:
 * ``certify_adaptive``: CertifyAdp (``004`` Alg. 2) selects CERTIFY's class and reports its
   sample reduction;
 * ``checkpoint_to_cpu``: a model file and a training state written from the device load on
-  the CPU and compute the same logits.
+  the CPU and compute the same logits;
+* ``oom_backoff``: CERTIFY's out-of-memory back-off (``Smooth._sample_noise``): with the CUDA
+  allocator capped at ``oom_cap_mb`` (``torch.cuda.set_per_process_memory_fraction``), a batch of
+  ``oom_batch`` ResNet-110 samples runs out of memory; the batch is halved until it fits, one log
+  line each, and the counts equal a run at the final batch from the start (on the CPU, smoke: the
+  model raises ``torch.OutOfMemoryError`` above a batch size, as the allocator does);
+* ``torchscript_model``: a network as a TorchScript archive, imported as the workflow imports it
+  (``rslib.models.released.load_any_model``), saved as an rslib model file and loaded on the
+  device (channels-last on CUDA): its certificates equal those of the imported network, and
+  agree with the eager network it was scripted from.
 
 Speed (``--smoke`` shrinks every size; its figures exercise the code and estimate nothing):
 
@@ -99,10 +108,13 @@ class Sizes:
     speed_rounds: int
     cost_steps: int  # timed steps per training setting (rslib.costs.measure.measure_costs)
     shrink_hparams: bool  # batch 8, two noise copies, one attack step: the smoke size of every method
+    oom_batch: int  # the batch that runs out of memory in check_oom_backoff (of speed_arch on CIFAR shapes)
+    oom_cap_mb: int  # the CUDA allocator's cap there (the CPU: the largest batch that fits, in samples)
 
 
-FULL = Sizes("resnet20", 64, 3, 150, 64, 3, 20, 10_000, 8, 2_000, (1_000, 10_000), "resnet110", 100_000, 1_000, 3, 5, False)
-SMOKE = Sizes("small_cnn", 8, 2, 40, 16, 1, 4, 300, 2, 100, (100, 200), "small_cnn", 400, 200, 1, 1, True)
+FULL = Sizes("resnet20", 64, 3, 150, 64, 3, 20, 10_000, 8, 2_000, (1_000, 10_000), "resnet110", 100_000, 1_000, 3, 5, False,
+             16_000, 1_024)
+SMOKE = Sizes("small_cnn", 8, 2, 40, 16, 1, 4, 300, 2, 100, (100, 200), "small_cnn", 400, 200, 1, 1, True, 400, 150)
 
 
 def shrink(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -458,6 +470,87 @@ def check_checkpoint_to_cpu(sizes: Sizes, device: torch.device, models: list[tor
         "same logits, state readable" if ok else f"same logits {same}, state on cpu {on_cpu}"), figures
 
 
+class _OutOfMemoryAbove(torch.nn.Module):
+    """``model`` that raises torch's out-of-memory error on a batch above ``limit``, as the CUDA
+    allocator does (the smoke size's stand-in for a capped GPU)."""
+
+    def __init__(self, model: torch.nn.Module, limit: int):
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (a stand-in: batch {len(x)} > {self.limit})")
+        return self.model(x)
+
+
+def check_oom_backoff(sizes: Sizes, device: torch.device):
+    from rslib.certification.smooth import Smooth
+
+    model = _cifar_model(sizes.speed_arch).to(device).eval()
+    x = Prototypes().test_set(1)[0][0]
+    n, lines = 2 * sizes.oom_batch, []
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(sizes.oom_cap_mb * 2**20 / total, device)
+        base = model
+    else:
+        base = _OutOfMemoryAbove(model, sizes.oom_cap_mb)
+    try:
+        smooth = Smooth(base, 10, 0.25, noise_seed=0, device=device, log=lines.append)
+        counts = smooth.sample_counts(x, n, sizes.oom_batch, index=0)
+        final = smooth._batch_limit
+        reference = Smooth(base, 10, 0.25, noise_seed=0, device=device).sample_counts(x, n, final or sizes.oom_batch,
+                                                                                          index=0)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+            torch.cuda.empty_cache()
+    figures = {"n": n, "first_batch": sizes.oom_batch, "final_batch": final, "log": lines,
+               "counts": counts.tolist(), "reference_counts": reference.tolist(),
+               "cap": f"{sizes.oom_cap_mb} MiB" if device.type == "cuda" else f"{sizes.oom_cap_mb} samples (stand-in)"}
+    if final is None or not lines:
+        return "fail", f"no out-of-memory back-off at batch {sizes.oom_batch} under the cap {figures['cap']}", figures
+    same = torch.equal(counts, reference)
+    summary = (f"batch {sizes.oom_batch} -> {final} under a {figures['cap']} cap ({len(lines)} log lines); counts "
+               + ("equal a run at that batch from the start" if same else "DIFFER from a run at that batch"))
+    return ("pass" if same else "fail"), summary, figures
+
+
+def check_torchscript_model(sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
+    import copy
+
+    from rslib.certification.smooth import Smooth
+    from rslib.models.checkpoint import load_model, save_model, torchscript_deprecation_silenced
+    from rslib.models.released import load_any_model
+
+    archive = workdir / "network.ts"
+    with torchscript_deprecation_silenced():
+        torch.jit.save(torch.jit.script(copy.deepcopy(models[0][1]).cpu().eval()), str(archive))
+    imported, spec, record = load_any_model(archive, "torchscript", dataset="cifar10", sigma=0.25,
+                                            input_layer="normalize", device=device)
+    path = workdir / "torchscript_model.pt"
+    save_model(path, imported, spec, {"imported": record})
+    loaded, _, _ = load_model(path, dataset="cifar10", sigma=0.25, device=device, allow_code=True)
+    test = Prototypes(seed=3).test_set(sizes.certify_images)
+    results = {}
+    for name, model in (("imported", imported), ("model file", loaded), ("eager", models[0])):
+        smooth = Smooth(model, 10, 0.25, noise_seed=0, device=device)
+        results[name] = [smooth.certify(x, 100, sizes.certify_n, 0.001, 1000, index=i) for i, (x, _) in enumerate(test)]
+    agreement = sum(a[0] == b[0] for a, b in zip(results["model file"], results["eager"])) / len(test)
+    figures = {"images": len(test), "n": sizes.certify_n, "channels_last": device.type == "cuda",
+               "model_file_equals_imported": results["model file"] == results["imported"],
+               "prediction_agreement_with_eager": agreement,
+               "max_radius_difference_to_eager": max(abs(a[1] - b[1]) for a, b in
+                                                     zip(results["model file"], results["eager"]))}
+    if not figures["model_file_equals_imported"]:
+        return "fail", "the model file's certificates differ from the imported network's", figures
+    status = "pass" if agreement >= 0.9 else "warn"
+    return status, (f"TorchScript network imported, saved, loaded on {device.type}: {len(test)} certificates equal "
+                    f"the imported network's; predictions agree with the eager network on {agreement:.0%}"), figures
+
+
 # --- speed -----------------------------------------------------------------------------------
 
 
@@ -653,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
             checks.append(run_check("stored_vs_direct", lambda: check_stored_vs_direct(sizes, device, models, work)))
             checks.append(run_check("certify_adaptive", lambda: check_certify_adaptive(sizes, device, models)))
             checks.append(run_check("checkpoint_to_cpu", lambda: check_checkpoint_to_cpu(sizes, device, models, work)))
+            checks.append(run_check("torchscript_model", lambda: check_torchscript_model(sizes, device, models, work)))
+        checks.append(run_check("oom_backoff", lambda: check_oom_backoff(sizes, device)))
         if not args.skip_speed:
             checks.append(run_check("certify_speed", lambda: check_certify_speed(sizes, device)))
             checks.append(run_check("train_speed", lambda: check_train_speed(sizes, device)))

@@ -83,7 +83,7 @@ def train_hparams(wc):
 
 
 def released(wc):
-    """{path, format, input_layer, allow_pickle, accept_implausible} of the slot's released file."""
+    """{path, format, input_layer, allow_pickle, accept_implausible, arch} of the slot's released file."""
     return planned(PLAN.released_file, slot(wc))
 
 

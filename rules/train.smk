@@ -51,7 +51,7 @@ rule import_model:
         accept_implausible=released_field("accept_implausible"),
         evaluation=evaluation,
         noise_seed=config["noise_seed"],
-        arch=dataset_setting("arch"),
+        arch=released_field("arch"),
         version=STAGE_VERSIONS["train"],
     conda:
         CONDA_ENV

@@ -44,6 +44,7 @@ def main():
         device=params.device,
         autocast_bf16=settings["autocast_bf16"],
         threads=snakemake.threads,
+        model_options={"allow_code": True},  # the workflow's own model file (an imported TorchScript network too)
     )
     write_json(snakemake.output.provenance, provenance.collect(resolve_device(params.device), settings))
 

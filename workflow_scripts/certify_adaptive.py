@@ -32,7 +32,9 @@ def main():
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(params.device)
     sigma, certify, adaptive = float(wc.sigma), params.certify, params.adaptive
-    models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device) for p in snakemake.input.models]
+    # allow_code: the workflow's own model files, imported TorchScript / builder networks included
+    models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device, allow_code=True)
+              for p in snakemake.input.models]
     scheme = get_scheme(adaptive["scheme"])
     ensemble = EnsembleClassifier([m for m, _, _ in models], rule_for(scheme, params.settings))
     smooth = Smooth(ensemble, models[0][1].num_classes, sigma, params.noise_seed, device)

@@ -51,7 +51,9 @@ def main():
         from rslib.data.load import load_split
 
         mode, device = "direct evaluation", resolve_device(params.device)
-        models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device) for p in snakemake.input.models]
+        # allow_code: the workflow's own model files, imported TorchScript / builder networks included
+        models = [load_model(p, dataset=wc.dataset, sigma=sigma, device=device, allow_code=True)
+                  for p in snakemake.input.models]
         loaded = time.perf_counter()
         subset = evaluation_subset(snakemake.input.data, params.eval)
         used = certify_scheme_direct(

@@ -25,7 +25,9 @@ def main():
 
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(params.device)
-    members = [load_model(p, dataset=wc.dataset, sigma=float(wc.sigma), device=device)[0] for p in snakemake.input.models]
+    # allow_code: the workflow's own model files, imported TorchScript / builder networks included
+    members = [load_model(p, dataset=wc.dataset, sigma=float(wc.sigma), device=device, allow_code=True)[0]
+               for p in snakemake.input.models]
     train = load_split(snakemake.input.data, "train")
     _, held = heldout_split(len(train), int(params.heldout))
     images = torch.stack([train[i][0] for i in held])

@@ -26,7 +26,9 @@ def main():
     subset = evaluation_subset(snakemake.input.data, params.eval)
     start, stop = shard_ranges(params.eval["count"], params.num_shards)[int(wc.shard)]
     device = resolve_device(params.device)
-    model, _, _ = load_model(snakemake.input.model, dataset=wc.dataset, sigma=float(wc.sigma), device=device)
+    # allow_code: the workflow's own model file, an imported TorchScript / builder network included
+    model, _, _ = load_model(snakemake.input.model, dataset=wc.dataset, sigma=float(wc.sigma), device=device,
+                             allow_code=True)
     pseudo = compute_pseudo_outputs(
         model, load_split(snakemake.input.data, "test"), subset[start:stop], params.noise_seed, float(wc.sigma),
         dict(params.perturbation, member_key=member_key(wc.method, int(wc.seed))), params.batch_size, device,

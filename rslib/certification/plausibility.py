@@ -20,7 +20,7 @@ from rslib.certification.noise import NoiseStream
 from rslib.data.registry import dataset_info
 from rslib.models.architectures import InputNormalization
 from rslib.models.checkpoint import save_model
-from rslib.models.released import INPUT_LAYERS, input_layer_constants, released_model
+from rslib.models.released import INPUT_LAYERS, RELEASED_FORMATS, input_layer_constants, load_any_model
 from rslib.runtime.errors import CheckpointError
 
 #: the plausibility check reads at most this many images, the first of the evaluation subset
@@ -137,12 +137,14 @@ def plausibility(
     there, and MACER's files have none. A wrong format shows as a wrong input layer (the
     formats that load the same keys differ in nothing else).
 
-    ``input_layer`` names the layer ``model[0]`` computes (the configured one); the other two
-    are built from the dataset's constants (:func:`input_layer_constants`).
+    ``input_layer`` names the layer ``model[0]`` computes (the configured one); the others of
+    :data:`INPUT_LAYERS` are built from the dataset's constants (:func:`input_layer_constants`).
+    A network of another codebase with its own mean and std (``"mean=[…] std=[…]"``,
+    :func:`rslib.models.released.generic_input_layer`) is compared with all three.
     """
     info = dataset_info(dataset)
-    if input_layer not in INPUT_LAYERS:
-        raise CheckpointError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {input_layer!r}")
+    if not isinstance(input_layer, str) or not input_layer:
+        raise CheckpointError(f"input_layer must name the model's input layer, got {input_layer!r}")
     if check.images.ndim != 4 or check.images.shape[1] != info.image_shape[0]:
         raise CheckpointError(f"plausibility check: expected {info.image_shape[0]}-channel images of {dataset}, "
                               f"found a batch of shape {tuple(check.images.shape)}")
@@ -150,13 +152,14 @@ def plausibility(
     shape = tuple(check.images.shape[1:])
     draws = torch.cat([noise.sample(i, "import_check", 0, 1, shape) for i in check.indices])
     noisy = check.images + float(sigma) * draws
+    names = INPUT_LAYERS if input_layer in INPUT_LAYERS else (input_layer, *INPUT_LAYERS)
     layers = {name: model[0] if name == input_layer else InputNormalization(*input_layer_constants(info, name))
-              for name in INPUT_LAYERS}
+              for name in names}
     backbone = model[1].eval()
     counts = _correct(backbone, layers, noisy, check.labels)
     n, correct = len(check.indices), counts[input_layer]
     accuracy, threshold = correct / n, plausibility_threshold(info.num_classes)
-    best = max((name for name in INPUT_LAYERS if name != input_layer), key=lambda name: counts[name])
+    best = max((name for name in names if name != input_layer), key=lambda name: counts[name])
     problem = None
     measured = (f"{_pct(accuracy)} of {n} evaluation images correct under one noise draw at sigma={sigma:g}")
     if accuracy < threshold:
@@ -174,7 +177,7 @@ def plausibility(
         "images": n, "correct": correct, "accuracy": accuracy, "threshold": threshold,
         "chance": 1 / info.num_classes, "sigma": float(sigma), "noise_seed": check.noise_seed,
         "noise_phase": "import_check", "input_layer": input_layer,
-        "accuracy_by_input_layer": {name: counts[name] / n for name in INPUT_LAYERS},
+        "accuracy_by_input_layer": {name: counts[name] / n for name in names},
         "passed": problem is None, "accepted_implausible": problem is not None, "problem": problem,
     }
 
@@ -192,12 +195,16 @@ def import_released(
 ) -> dict[str, Any]:
     """Write ``path`` (a released checkpoint of format ``fmt``) as an rslib model file at
     ``out_model`` for the grid slot ``slot`` (``dataset``, ``arch``, ``sigma``, ``method``,
-    ``seed``, optional ``input_layer``, ``allow_pickle``: see :func:`released_model`); returns
-    the import record, whose ``plausibility`` is :func:`plausibility`'s record on ``check``
-    (None: not checked — the workflow always checks; ``check=None`` is for tests of the
-    layouts with random weights). ``entry`` names the configuration entry in the messages.
-    Nothing is written when the file is refused."""
-    model, spec, record = released_model(path, fmt, entry=entry, **slot)
+    ``seed``, optional ``input_layer``, ``allow_pickle``: see
+    :func:`rslib.models.released.released_model`, read through
+    :func:`rslib.models.released.load_any_model`); returns the import record, whose
+    ``plausibility`` is :func:`plausibility`'s record on ``check`` (None: not checked — the
+    workflow always checks; ``check=None`` is for tests of the layouts with random weights).
+    ``entry`` names the configuration entry in the messages. Nothing is written when the file
+    is refused."""
+    if fmt not in RELEASED_FORMATS:
+        raise CheckpointError(f"unknown released-checkpoint format {fmt!r}; known: {', '.join(RELEASED_FORMATS)}")
+    model, spec, record = load_any_model(path, fmt, entry=entry, **slot)
     record["plausibility"] = None if check is None else plausibility(
         model, check, dataset=spec.dataset, sigma=spec.sigma, input_layer=record["input_layer"], fmt=fmt,
         source=path, accept=accept_implausible, entry=entry)

@@ -40,7 +40,8 @@ generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -49,7 +50,7 @@ from scipy.stats import binomtest
 
 from rslib.certification import checks
 from rslib.certification.bounds import certified_radius, lower_confidence_bound
-from rslib.certification.noise import NoiseStream, mix_seed, round_batch_size
+from rslib.certification.noise import BLOCK, NoiseStream, mix_seed, round_batch_size
 
 _ANONYMOUS = 0x616E6F6E  # seed-stream tag of the index-less streams ("anon")
 
@@ -85,6 +86,8 @@ class Smooth:
     ``allow_sigma_mismatch=True`` accepts a model trained at another σ (its ``rslib_spec.sigma``);
     ``channels_last`` (default: on CUDA) and ``autocast_bf16`` (CUDA only) are the speed options of the
     module docstring. Bad arguments raise one-line ``ValueError``s (:mod:`rslib.certification.checks`).
+    A batch that runs out of device memory is halved and its samples drawn again, with one line to
+    ``log`` (default: stderr); the certificate does not change (:meth:`_sample_noise`).
     """
 
     #: Returned by ``predict`` and ``certify`` when the smoothed classifier abstains.
@@ -93,7 +96,8 @@ class Smooth:
     def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, noise_seed: int = 0,
                  device: torch.device | str | None = None, autocast_bf16: bool = False, *,
                  input_shape: Sequence[int] | None = None, pixel_range: tuple[float, float] | None | str = "auto",
-                 allow_sigma_mismatch: bool = False, channels_last: bool | None = None) -> None:
+                 allow_sigma_mismatch: bool = False, channels_last: bool | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.num_classes, self.sigma, self.noise_seed = checks.smooth_arguments(
             base_classifier, num_classes, sigma, noise_seed, autocast_bf16)
         checks.trained_sigma(base_classifier, self.sigma, allow_sigma_mismatch)
@@ -108,6 +112,8 @@ class Smooth:
             base_classifier, input_shape, pixel_range)
         self._anonymous: NoiseStream | None = None  # the index-less stream, made at the first index-less call
         self._anonymous_calls = 0
+        self._batch_limit: int | None = None  # set by the out-of-memory back-off (_sample_noise)
+        self.log = log if log is not None else _stderr_line
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int, index: int | None = None) -> int:
         """PREDICT (Cohen et al. 2019, Sec. 3.2): the top class ĉ_A of ``n`` samples, or ``ABSTAIN`` when
@@ -155,14 +161,45 @@ class Smooth:
     @torch.inference_mode()
     def _sample_noise(self, x: torch.Tensor, num: int, batch_size: int, noise: NoiseStream, index: int,
                       phase: str, start: int = 0) -> torch.Tensor:
-        """SAMPLEUNDERNOISE: f's top classes on the inputs of :func:`noisy_batches`, counted on the device."""
+        """SAMPLEUNDERNOISE: f's top classes on the inputs of :func:`noisy_batches`, counted on the device.
+
+        Out-of-memory back-off: when the device runs out of memory on a batch
+        (``torch.OutOfMemoryError``), the batch is halved (whole noise blocks, at least one), one
+        line goes to ``self.log``, and sampling goes on from the first sample of that batch. The
+        noise of a sample is fixed by its stream position, so the counts are those of a run at the
+        smaller batch from the start (for a model that computes each input independently of the
+        others in its batch, as in eval mode). The smaller batch stays for the later calls of this
+        object. At one block (:data:`rslib.certification.noise.BLOCK` samples) the error is raised."""
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        for noisy in noisy_batches(x, num, batch_size, noise, self.sigma, index, phase, start, self.channels_last):
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.autocast_bf16 else nullcontext():
-                logits = self.base_classifier(noisy)
-            checks.base_outputs(logits, len(noisy), self.num_classes)
-            counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
-        return counts.cpu()  # the one host sync
+        done = 0
+        while done < num:
+            batch = round_batch_size(min(batch_size, self._batch_limit or batch_size))
+            batches = noisy_batches(x, num - done, batch, noise, self.sigma, index, phase, start + done,
+                                    self.channels_last)
+            try:
+                for noisy in batches:
+                    counts += self._count(noisy)
+                    done += len(noisy)
+                return counts.cpu()  # the one host sync
+            except torch.OutOfMemoryError:
+                if batch <= BLOCK:
+                    raise
+                self._batch_limit = round_batch_size(batch // 2)
+            finally:
+                noisy = None
+                batches.close()  # drops the batch buffer before the retry
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.log(f"out of memory on {self.device} at {batch} noisy samples per batch: continuing with "
+                     f"{self._batch_limit} (the same noise samples: the certificate does not change)")
+        return counts.cpu()
+
+    def _count(self, noisy: torch.Tensor) -> torch.Tensor:
+        """Class counts of f's top classes on one batch, on the device."""
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.autocast_bf16 else nullcontext():
+            logits = self.base_classifier(noisy)
+        checks.base_outputs(logits, len(noisy), self.num_classes)
+        return torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
 
     def _stream(self, index: int | None) -> tuple[NoiseStream, int]:
         """The noise stream and stream position of one call (module docstring, "Noise")."""
@@ -177,6 +214,10 @@ class Smooth:
     def check_image(self, x: Any) -> torch.Tensor:
         """``x`` if it is one valid image for this classifier, else a one-line ``ValueError``."""
         return checks.image(x, self.input_shape, self.input_channels, self.pixel_range)
+
+
+def _stderr_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def noisy_batches(

@@ -46,6 +46,9 @@ class DatasetInfo:
     #: size of the test split once prepared (ImageNet: the ILSVRC2012 validation set); the
     #: workflow checks the configured evaluation subset against it before any job runs
     test_images: int = 0
+    #: stride of the evaluation subset when none is configured (:func:`default_evaluation`): 1,
+    #: or 100 on ImageNet, whose validation folder is sorted by class
+    evaluation_stride: int = 1
     #: where a dataset of the user's own lives (None for a registered dataset)
     user: UserFiles | None = None
 
@@ -101,6 +104,7 @@ DATASETS: dict[str, DatasetInfo] = {
         format="imagefolder",
         train_images=1281167,
         test_images=50000,
+        evaluation_stride=100,
     ),
 }
 
@@ -300,6 +304,21 @@ def imagefolder_listing(folder: Path, where: str, allow_empty: bool = False) -> 
             raise DataError(f"{where}.root: class folder {folder / name} holds no image ({', '.join(IMG_EXTENSIONS)})")
         files += [(path, name) for path in found]
     return classes, files
+
+
+#: images of the evaluation subset when none is configured: 000 Tables 5-7 ("the first 500 test images")
+EVALUATION_IMAGES = 500
+
+
+def default_evaluation(name: str) -> dict[str, int]:
+    """The evaluation subset of dataset ``name`` when none is configured (``rslib certify``):
+    :data:`EVALUATION_IMAGES` test images from the first, every ``evaluation_stride``-th (the
+    paper's rule, that ``config.yaml`` writes out: the first 500 on CIFAR-10, SVHN and digits,
+    every 100th of ImageNet's 50,000), fewer when the split is smaller."""
+    info = dataset_info(name)
+    stride = info.evaluation_stride
+    return {"start": 0, "stride": stride,
+            "count": min(EVALUATION_IMAGES, available_evaluation_images(info.test_images, 0, stride))}
 
 
 def _index(value: object, name: str, minimum: int) -> int:

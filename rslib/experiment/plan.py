@@ -41,10 +41,41 @@ from rslib.experiment.comparability import configuration_deviations
 from rslib.experiment.config import merged_hparams, method_datasets, sigma_key
 from rslib.experiment.paths import Paths
 from rslib.experiment.released_files import missing_files_message
+from rslib.models.formats import GENERIC_FORMATS
 from rslib.runtime.errors import ConfigError, DataError
 from rslib.training.hparams import METHOD_KEYS, check_hparam_keys
 
 Model = dict[str, Any]  #: {"dataset", "method", "sigma", "seed"}
+
+
+def _released_network(where: str, entry: Mapping[str, Any], dataset_arch: str) -> tuple[str | None, Any]:
+    """(arch, input_layer) that the import of a ``released.<σ>`` entry gets
+    (:func:`rslib.models.released.released_model`): for the reference formats the dataset's
+    ``arch`` and the entry's ``input_layer`` (the values of every earlier version, so existing
+    imports keep their params); for ``state_dict`` its ``builder``, for ``torchscript`` None; and
+    for both ``{"mean", "std"}`` when the entry gives them. Inconsistent keys raise ConfigError."""
+    fmt = entry["format"]
+    has_norm = "mean" in entry or "std" in entry
+    if fmt not in GENERIC_FORMATS:
+        if "builder" in entry:
+            raise ConfigError(f"{where}: builder applies to format state_dict only (format {fmt} reads its "
+                              f"architecture from the file)")
+        if has_norm:
+            raise ConfigError(f"{where}: mean/std apply to formats {' and '.join(GENERIC_FORMATS)}; format {fmt} takes "
+                              f"input_layer (normalize, center, none)")
+        return dataset_arch, entry.get("input_layer")
+    if fmt == "state_dict" and "builder" not in entry:
+        raise ConfigError(f"{where}: format state_dict needs builder: \"package.module:function\", the function "
+                          f"that returns the network its weights fit")
+    if fmt == "torchscript" and "builder" in entry:
+        raise ConfigError(f"{where}: builder applies to format state_dict only (a TorchScript archive holds its "
+                          f"network)")
+    if has_norm and not ("mean" in entry and "std" in entry):
+        raise ConfigError(f"{where}: give both mean and std (the input normalisation (x - mean) / std)")
+    if has_norm and "input_layer" in entry:
+        raise ConfigError(f"{where}: give input_layer or mean/std, not both")
+    input_layer = {"mean": list(entry["mean"]), "std": list(entry["std"])} if has_norm else entry.get("input_layer")
+    return entry.get("builder"), input_layer
 
 
 def model_label(m: Mapping[str, Any]) -> str:
@@ -182,11 +213,13 @@ class Plan:
                         if len(entry["files"]) != len(seeds):
                             raise ConfigError(f"{where}.released.{sigma}: {len(entry['files'])} files for {len(seeds)} "
                                               f"seed slots {seeds}; give one file per seed")
+                        arch, input_layer = _released_network(f"{where}.released.{sigma}", entry,
+                                                              config["datasets"][dataset]["arch"])
                         for seed, path in zip(seeds, entry["files"]):
                             self.released[(dataset, method, sigma, seed)] = dict(
-                                path=path, format=entry["format"], input_layer=entry.get("input_layer"),
+                                path=path, format=entry["format"], input_layer=input_layer,
                                 allow_pickle=entry.get("allow_pickle", False),
-                                accept_implausible=entry.get("accept_implausible", False),
+                                accept_implausible=entry.get("accept_implausible", False), arch=arch,
                             )
                     elif seeds and "hparams" not in settings:
                         raise ConfigError(f"{where}: hparams are missing, and sigma {sigma} has no released "
@@ -285,8 +318,9 @@ class Plan:
         return _slot(m) in self.released
 
     def released_file(self, m: Mapping[str, Any]) -> dict[str, Any]:
-        """{path, format, input_layer, allow_pickle, accept_implausible} of the released checkpoint
-        that fills slot ``m``; every missing released file at once when any is missing."""
+        """{path, format, input_layer, allow_pickle, accept_implausible, arch} of the released
+        checkpoint that fills slot ``m`` (``arch`` and ``input_layer``: :func:`_released_network`);
+        every missing released file at once when any is missing."""
         if not self.is_released(m):
             raise ConfigError(f"{m['dataset']}/{m['method']}/sigma{m['sigma']}/seed{m['seed']} has no released "
                               f"checkpoint in methods.{m['method']}.{m['dataset']}.released: it is trained")

@@ -13,10 +13,18 @@ Architectures (``000`` Sec. 4: "the same architectures as in [4]"):
   adaptive (identical to ``AvgPool2d(8)`` on 32×32 inputs, and it works on 8×8 digits).
 * ``resnet50`` — torchvision's ResNet-50 for ImageNet.
 * ``small_cnn`` — a tiny CNN for the embedded ``digits`` demo.
+
+Networks of other codebases (:mod:`rslib.models.released`, formats ``torchscript`` and
+``state_dict``) keep the same layout, ``Sequential(InputNormalization, network)``
+(:func:`with_input_layer`): a ``"package.module:function"`` builder (:func:`resolve_builder`)
+is a valid ``arch`` of :func:`build_model`, and :data:`TORCHSCRIPT` names a network stored as a
+TorchScript archive inside its model file (:mod:`rslib.models.checkpoint`).
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -137,12 +145,62 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
+#: ``arch`` of a network stored as a TorchScript archive in its model file (rebuilt by
+#: :func:`rslib.models.checkpoint.load_model`, not by :func:`build_model`)
+TORCHSCRIPT = "torchscript"
+
+
+_BUILDER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def is_builder(arch: str) -> bool:
+    """Whether ``arch`` names a builder function (``"package.module:function"``) rather than a
+    registered architecture (registered names have no colon)."""
+    return ":" in arch
+
+
+def resolve_builder(builder: str) -> Callable[[], nn.Module]:
+    """The function that ``"package.module:function"`` names, imported: it is called with no
+    arguments and returns the network (without input normalisation). Raises a one-line
+    ``ValueError`` when the name is malformed, the module cannot be imported or has no such
+    function."""
+    if not isinstance(builder, str) or not _BUILDER.fullmatch(builder):
+        raise ValueError(f"a network builder is named 'package.module:function', got {builder!r}")
+    module_name, function = builder.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} of the builder {builder!r} ({exc}): install it, or "
+                         f"add its folder to PYTHONPATH") from None
+    found = getattr(module, function, None)
+    if not callable(found):
+        raise ValueError(f"module {module_name!r} has no function {function!r} (the builder {builder!r})")
+    return found
+
+
+def with_input_layer(backbone: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Sequential:
+    """``Sequential(InputNormalization(mean, std), backbone)``: every rslib model's layout."""
+    return nn.Sequential(InputNormalization(mean, std), backbone)
+
+
 def build_model(
     arch: str, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]
 ) -> nn.Sequential:
-    """``Sequential(InputNormalization(mean, std), backbone)`` for a registered architecture."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    """``Sequential(InputNormalization(mean, std), backbone)`` for a registered architecture, or
+    for a builder ``"package.module:function"`` (:func:`resolve_builder`; its network must fit
+    ``num_classes`` and ``in_channels`` itself)."""
+    if arch == TORCHSCRIPT:
+        raise ValueError("a TorchScript network is stored in its model file: load it with "
+                         "rslib.models.checkpoint.load_model")
+    if not is_builder(arch) and arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}, or a builder "
+                         f"'package.module:function'")
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(f"mean/std need {in_channels} channel values")
-    return nn.Sequential(InputNormalization(mean, std), ARCHITECTURES[arch](num_classes, in_channels))
+    if is_builder(arch):
+        backbone = resolve_builder(arch)()
+        if not isinstance(backbone, nn.Module):
+            raise ValueError(f"the builder {arch!r} returned a {type(backbone).__name__}, not a torch.nn.Module")
+    else:
+        backbone = ARCHITECTURES[arch](num_classes, in_channels)
+    return with_input_layer(backbone, mean, std)

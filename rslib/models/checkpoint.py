@@ -4,22 +4,35 @@ A model file records the architecture, dataset, input normalisation, noise level
 method, seed and hyper-parameters beside the weights, so that a mismatched use (certifying a
 σ = 0.50 model at σ = 0.25, a CIFAR model on SVHN) is refused with a one-line error instead
 of silently producing wrong certificates.
+
+Two kinds of network are stored differently. A registered architecture or a builder
+``"package.module:function"`` (:mod:`rslib.models.architectures`) is rebuilt from its name and
+loaded with the weights in ``state_dict``. A TorchScript network (``arch`` :data:`TORCHSCRIPT`,
+imported by :mod:`rslib.models.released`) is stored whole: its archive, as written by
+``torch.jit.save``, is the uint8 tensor ``torchscript`` of the file, and ``state_dict`` is
+empty. The file itself is always read with torch's weights-only loader; rebuilding a TorchScript
+or builder network runs code (TorchScript from the file, or the named function), so
+:func:`load_model` does it only with ``allow_code=True``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import pickle
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rslib.models.architectures import build_model
+from rslib.models.architectures import TORCHSCRIPT, build_model, is_builder, with_input_layer
 from rslib.runtime.errors import CheckpointError, force_rebuild
 from rslib.runtime.io import atomic_path
 
@@ -42,6 +55,7 @@ class ModelSpec:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> torch.nn.Sequential:
+        """The untrained model of a registered architecture or builder (not of :data:`TORCHSCRIPT`)."""
         return build_model(self.arch, self.num_classes, self.in_channels, self.mean, self.std)
 
 
@@ -54,12 +68,19 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec,
         json.dumps(extra or {}, allow_nan=True)
     except TypeError as exc:
         raise TypeError(f"save_model: extra must hold only JSON types ({exc})") from None
-    blob = {
-        "format": FORMAT,
-        "spec": asdict(spec),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": extra or {},
-    }
+    blob = {"format": FORMAT, "spec": asdict(spec), "extra": extra or {}}
+    if spec.arch == TORCHSCRIPT:
+        network = model[1]
+        if not isinstance(network, torch.jit.ScriptModule):
+            raise TypeError(f"save_model: arch {TORCHSCRIPT!r} needs a TorchScript network behind the input layer, "
+                            f"got {type(network).__name__}")
+        archive = io.BytesIO()
+        with torchscript_deprecation_silenced():
+            torch.jit.save(network, archive)
+        blob["state_dict"] = {}
+        blob["torchscript"] = torch.frombuffer(bytearray(archive.getvalue()), dtype=torch.uint8)
+    else:
+        blob["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
@@ -121,10 +142,14 @@ def load_model(
     sigma: float | None = None,
     method: str | None = None,
     device: torch.device | str = "cpu",
+    allow_code: bool = False,
 ) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
     """Rebuild a saved model; refuse it if it was trained for another dataset, σ or method.
 
-    Returns ``(model in eval mode on device, spec, extra)``.
+    Returns ``(model in eval mode on device, spec, extra)``. The file is read weights-only; a
+    TorchScript network or one built by a ``"package.module:function"`` builder (module
+    docstring) is rebuilt only with ``allow_code=True`` — loading it runs code — and refused
+    with one line otherwise.
     """
     blob = read_checkpoint(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
@@ -138,11 +163,65 @@ def load_model(
         raise CheckpointError(f"model {path} was trained at sigma={spec.sigma:g} but is used at sigma={sigma:g}")
     if method is not None and spec.method != method:
         raise CheckpointError(f"model {path} was trained with {spec.method!r}, not {method!r}")
-    model = spec.build()
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in {path} do not fit architecture {spec.arch!r}: {str(exc).splitlines()[0]}") from None
+    if (spec.arch == TORCHSCRIPT or is_builder(spec.arch)) and not allow_code:
+        how = ("holds its network as a TorchScript archive, which torch runs as code when it loads it"
+               if spec.arch == TORCHSCRIPT else f"rebuilds its network by importing and calling {spec.arch!r}")
+        raise CheckpointError(f"{path} {how}; load it only if you trust its source: load_model(..., allow_code=True), "
+                              f"or rslib certify --allow-code")
+    if spec.arch == TORCHSCRIPT:
+        archive = blob.get("torchscript")
+        if not isinstance(archive, torch.Tensor) or archive.dtype != torch.uint8:
+            raise CheckpointError(f"{path}: arch {TORCHSCRIPT!r} but no TorchScript archive in the file; "
+                                  f"recover: {force_rebuild(path)}")
+        model = with_input_layer(load_torchscript(archive.numpy().tobytes(), f"the archive in {path}"),
+                                 spec.mean, spec.std)
+    else:
+        try:
+            model = spec.build()
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        try:
+            model.load_state_dict(blob["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"weights in {path} do not fit architecture {spec.arch!r}: "
+                                  f"{str(exc).splitlines()[0]}") from None
     # Smooth reads this to refuse certifying the model at another σ (allow_sigma_mismatch=True to opt out)
     model.rslib_spec = spec
     return model.to(device).eval(), spec, blob.get("extra", {})
+
+
+def load_torchscript(source: str | os.PathLike | bytes, where: str | None = None) -> torch.jit.ScriptModule:
+    """A TorchScript network (``torch.jit.load`` on the CPU, eval mode) from a file or an archive's
+    bytes; one :class:`CheckpointError` line, naming ``where`` (default: the file), when it is not one."""
+    where = where or str(source)
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise CheckpointError(f"checkpoint not found: {source}")
+    try:
+        with torchscript_deprecation_silenced():
+            network = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
+                                     map_location="cpu")
+    except Exception as exc:  # torch.jit.load raises RuntimeError, ValueError … on files of other kinds
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        raise CheckpointError(f"{where} is not a TorchScript archive that torch.jit.load reads: {reason}") from None
+    return network.eval()
+
+
+@contextmanager
+def torchscript_deprecation_silenced() -> Iterator[None]:
+    """Without torch's FutureWarning "`torch.jit.load` is deprecated" (torch 2.14): TorchScript
+    still loads and runs, and the warning would repeat in every job log."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``: a zip file with a ``code/``
+    folder), not a ``torch.save`` file (a zip file without one); reads only the zip directory."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

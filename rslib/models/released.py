@@ -30,6 +30,25 @@ Formats (read from the public code of each repository; the loader is ours):
     ResNet-110 (``conv1.weight`` …, no prefix) that takes [0, 1] pixels with no normalisation
     at all (its data pipeline is ``ToTensor()`` only).
 
+Models of any other codebase (:data:`GENERIC_FORMATS`), whose architecture rslib does not define:
+
+``torchscript`` — a TorchScript archive (``torch.jit.save`` of a scripted or traced network);
+    the model file stores the archive (:mod:`rslib.models.checkpoint`).
+``state_dict`` — ``torch.save(net.state_dict())`` (a ``module.`` prefix of ``DataParallel`` is
+    dropped) with the builder of ``net``, ``arch="package.module:function"``: a function called
+    with no arguments that returns the network (:func:`rslib.models.architectures.resolve_builder`);
+    the model file names the builder.
+
+Both networks take what their input layer gives them: by default nothing is done to the [0, 1]
+pixels (input layer ``none``); ``input_layer`` names one of the dataset's layers (``normalize``
+with the dataset's mean and std, ``center``) or gives ``{"mean": [...], "std": [...]}``
+(:func:`generic_input_layer`). Their class count is checked on one forward pass over a batch of
+the dataset's image shape.
+
+:func:`load_any_model` is the one loader of a model file of any supported kind: an rslib
+model file, a TorchScript archive (both recognised by their contents), or a file of a named
+format; the ``import_model`` rule and ``rslib certify`` (:mod:`rslib.cli`) use it.
+
 The CIFAR ResNets of all these repositories have the key names and shapes of
 :class:`rslib.models.architectures.CifarResNet` (``conv1``, ``bn1``, ``layer{1,2,3}.k.{conv1,bn1,conv2,bn2}``,
 ``layer{2,3}.0.downsample.{0,1}``, ``fc``); their average pooling is ``AvgPool2d(8)``, equal to
@@ -65,7 +84,17 @@ from typing import Any
 import torch
 
 from rslib.data.registry import DatasetInfo, dataset_info
-from rslib.models.checkpoint import ModelSpec, read_checkpoint
+from rslib.models.architectures import ARCHITECTURES, TORCHSCRIPT, build_model, is_builder, with_input_layer
+from rslib.models.checkpoint import (
+    FORMAT,
+    ModelSpec,
+    is_torchscript_archive,
+    load_model,
+    load_torchscript,
+    pickled_object,
+    read_checkpoint,
+)
+from rslib.models.formats import GENERIC_FORMATS, INPUT_LAYERS, REFERENCE_FORMATS, RELEASED_FORMATS
 from rslib.runtime.errors import CheckpointError
 from rslib.runtime.io import file_digest
 
@@ -79,7 +108,7 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
-INPUT_LAYERS = ("normalize", "center", "none")
+assert tuple(sorted(FORMATS)) == REFERENCE_FORMATS
 
 
 #: formats that always normalise: Cohen et al.'s, and the repositories that kept its layout
@@ -230,11 +259,11 @@ def released_model(
     fmt: str,
     *,
     dataset: str,
-    arch: str,
+    arch: str | None,
     sigma: float,
     method: str,
     seed: int,
-    input_layer: str | None = None,
+    input_layer: str | Mapping[str, Any] | None = None,
     allow_pickle: bool = False,
     entry: str = "the released entry",
 ) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
@@ -245,9 +274,19 @@ def released_model(
     ``allow_pickle`` loads a file that also pickles Python objects (``torch.load`` with
     ``weights_only=False``: only for a trusted source); without it such a file is refused with
     a line naming ``allow_pickle: true in {entry}`` (``entry``: the configuration entry).
+
+    ``arch`` is the architecture the slot expects (``datasets.<name>.arch``; None: whatever the
+    file holds), and for format ``state_dict`` the builder ``"package.module:function"`` of its
+    network; format ``torchscript`` ignores it. ``input_layer``: the module docstring.
     """
+    if fmt in GENERIC_FORMATS:
+        return _generic_model(path, fmt, dataset=dataset, builder=arch, sigma=sigma, method=method, seed=seed,
+                              input_layer=input_layer, allow_pickle=allow_pickle, entry=entry)
     if fmt not in FORMATS:
-        raise CheckpointError(f"unknown released-checkpoint format {fmt!r}; known: {', '.join(sorted(FORMATS))}")
+        raise CheckpointError(f"unknown released-checkpoint format {fmt!r}; known: {', '.join(RELEASED_FORMATS)}")
+    if input_layer is not None and not isinstance(input_layer, str):
+        raise CheckpointError(f"format {fmt} takes input_layer {', '.join(INPUT_LAYERS)}; mean/std apply to formats "
+                              f"{' and '.join(GENERIC_FORMATS)}")
     weights_key, default_layer = FORMATS[fmt]
     if input_layer is None:
         _check_release_root(path, fmt)
@@ -281,8 +320,12 @@ def released_model(
         state = _strip(blob[weights_key], ("module.",))
         depth = _cifar_depth(list(state))
         found_arch = f"resnet{depth}" if depth else "not a CIFAR ResNet"
-    if found_arch != arch:
+    if arch is not None and found_arch != arch:
         raise CheckpointError(f"{path}: expected architecture {arch!r} (datasets.{dataset}.arch), found {found_arch!r}")
+    if found_arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: expected an architecture rslib defines ({', '.join(sorted(ARCHITECTURES))}), "
+                              f"found {found_arch!r}")
+    arch = found_arch
     fc = state.get("fc.weight")
     if not isinstance(fc, torch.Tensor) or fc.ndim != 2:
         raise CheckpointError(f"{path}: expected a classifier layer 'fc.weight', found none")
@@ -293,7 +336,18 @@ def released_model(
     spec = ModelSpec(arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
                      mean=mean, std=std, sigma=float(sigma), method=method, seed=int(seed), hparams={})
     model = spec.build()
-    expected = model[1].state_dict()
+    _load_weights(path, model[1], state, arch)
+    record = {
+        "source": str(path), "sha256": file_digest(path, "sha256"), "format": fmt, "input_layer": layer,
+        "arch_in_file": _json_value(file_arch), "epoch_in_file": _json_value(blob.get("epoch")),
+        "sigma_in_path": path_sigma, "allow_pickle": bool(allow_pickle),
+    }
+    return model.eval(), spec, record
+
+
+def _load_weights(path: str | os.PathLike, network: torch.nn.Module, state: Mapping[str, Any], arch: str) -> None:
+    """Load ``state`` into ``network``, refusing missing, unexpected or reshaped keys with one line."""
+    expected = network.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     resized = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
@@ -301,10 +355,163 @@ def released_model(
         found = "; ".join(f"{what} {keys[:3]}{'…' if len(keys) > 3 else ''}" for what, keys in
                           (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", resized)) if keys)
         raise CheckpointError(f"{path}: weights do not fit {arch!r}: {found}")
-    model[1].load_state_dict(state)
+    network.load_state_dict(state)
+
+
+def generic_input_layer(info: DatasetInfo, input_layer: str | Mapping[str, Any] | None
+                        ) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+    """(name, mean, std) of the input layer of a ``torchscript``/``state_dict`` network: ``None`` →
+    ``none`` (the [0, 1] pixels as they are); a name of :data:`INPUT_LAYERS` → that layer on
+    ``info``'s constants; ``{"mean": [...], "std": [...]}`` → (x − mean) / std, named like the
+    dataset's layer it equals, else ``"mean=[…] std=[…]"``."""
+    if input_layer is None or isinstance(input_layer, str):
+        name = input_layer or "none"
+        return (name, *input_layer_constants(info, name))
+    channels = info.image_shape[0]
+    try:
+        mean = tuple(float(v) for v in input_layer["mean"])
+        std = tuple(float(v) for v in input_layer["std"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"the input normalisation must give mean and std as lists of numbers, got "
+                              f"{dict(input_layer)!r}") from None
+    if len(mean) != channels or len(std) != channels:
+        raise CheckpointError(f"mean and std need {channels} values each ({info.name} has {channels}-channel images), "
+                              f"got {len(mean)} and {len(std)}")
+    if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+        raise CheckpointError(f"mean must be finite and std finite and > 0, got mean={list(mean)} std={list(std)}")
+    for name in INPUT_LAYERS:
+        if input_layer_constants(info, name) == (mean, std):
+            return name, mean, std
+    return f"mean={list(mean)} std={list(std)}", mean, std
+
+
+def _generic_model(
+    path: str | os.PathLike,
+    fmt: str,
+    *,
+    dataset: str,
+    builder: str | None,
+    sigma: float,
+    method: str,
+    seed: int,
+    input_layer: str | Mapping[str, Any] | None,
+    allow_pickle: bool,
+    entry: str,
+) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
+    """:func:`released_model` for :data:`GENERIC_FORMATS`."""
+    info = dataset_info(dataset)
+    path_sigma = sigma_in_path(path)
+    if path_sigma is not None and not math.isclose(path_sigma, sigma, abs_tol=1e-9):
+        raise CheckpointError(f"{path}: expected a model for sigma={sigma:g}, found one trained at sigma={path_sigma:g} "
+                              f"(its folder noise_{path_sigma:g})")
+    try:
+        layer, mean, std = generic_input_layer(info, input_layer)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if fmt == "torchscript":
+        arch = TORCHSCRIPT
+        model = with_input_layer(load_torchscript(path), mean, std)
+    else:
+        if not isinstance(builder, str) or not is_builder(builder):
+            raise CheckpointError(f"{path}: format state_dict needs the function that builds its network, "
+                                  f"'package.module:function', got {builder!r}")
+        arch = builder
+        state = read_checkpoint(path, recover="replace it with an intact copy of the file",
+                                allow_pickle=allow_pickle, pickle_switch=f"allow_pickle: true in {entry}")
+        if not isinstance(state, Mapping) or not state or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            found = sorted(map(str, state))[:6] if isinstance(state, Mapping) else type(state).__name__
+            raise CheckpointError(f"{path}: expected a state dict (parameter names → tensors, torch.save("
+                                  f"net.state_dict())), found {found}")
+        try:
+            model = build_model(builder, info.num_classes, info.image_shape[0], mean, std)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        _load_weights(path, model[1], _strip(state, ("module.",)), builder)
+    model.eval()
+    _check_outputs(path, model, info)
+    spec = ModelSpec(arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
+                     mean=mean, std=std, sigma=float(sigma), method=method, seed=int(seed), hparams={})
     record = {
         "source": str(path), "sha256": file_digest(path, "sha256"), "format": fmt, "input_layer": layer,
-        "arch_in_file": _json_value(file_arch), "epoch_in_file": _json_value(blob.get("epoch")),
+        "mean": list(mean), "std": list(std), "builder": builder if fmt == "state_dict" else None,
         "sigma_in_path": path_sigma, "allow_pickle": bool(allow_pickle),
     }
-    return model.eval(), spec, record
+    return model, spec, record
+
+
+@torch.inference_mode()
+def _check_outputs(path: str | os.PathLike, model: torch.nn.Module, info: DatasetInfo) -> None:
+    """One forward pass over a batch of two blank images of ``info``'s shape: the network must
+    run on them and give one logit per class of the dataset."""
+    shape = (2, *info.image_shape)
+    try:
+        logits = model(torch.zeros(shape))
+    except Exception as exc:  # a network of any codebase fails in its own ways
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{path}: the network fails on a batch of {info.name} images of shape {shape}: "
+                              f"{reason}") from None
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != shape[0]:
+        found = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise CheckpointError(f"{path}: expected logits of shape (batch, {info.num_classes}), found {found}")
+    if logits.shape[1] != info.num_classes:
+        raise CheckpointError(f"{path}: expected {info.num_classes} classes ({info.name}), found {logits.shape[1]}")
+
+
+def load_any_model(
+    path: str | os.PathLike,
+    fmt: str | None = None,
+    *,
+    dataset: str,
+    sigma: float,
+    arch: str | None = None,
+    input_layer: str | Mapping[str, Any] | None = None,
+    allow_pickle: bool = False,
+    allow_code: bool = False,
+    method: str = "external",
+    seed: int = 0,
+    entry: str = "the released entry",
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
+    """A model file of any supported kind as ``(model in eval mode on device, spec, record)``.
+
+    ``fmt``: ``"rslib"`` — an rslib model file (:func:`rslib.models.checkpoint.load_model`,
+    refused when trained for another dataset or σ; ``allow_code`` there; the record is the file's
+    ``extra``); a format of :data:`RELEASED_FORMATS` — :func:`released_model` with ``arch``,
+    ``input_layer``, ``allow_pickle``, ``method``, ``seed`` and ``entry`` (the record is the import
+    record; ``method`` and ``seed`` only label the spec); None — an rslib model file or a
+    TorchScript archive, told apart by their contents, anything else refused with a line that
+    lists the formats to name.
+    """
+    if fmt is None:
+        fmt = "torchscript" if is_torchscript_archive(path) else "rslib"
+        if fmt == "rslib":
+            _require_rslib_file(path)
+    if fmt == "rslib":
+        if arch is not None or input_layer is not None:
+            raise CheckpointError(f"{path}: an rslib model file records its architecture and input layer; arch and "
+                                  f"input_layer apply to the released formats ({', '.join(RELEASED_FORMATS)})")
+        return load_model(path, dataset=dataset, sigma=sigma, device=device, allow_code=allow_code)
+    model, spec, record = released_model(path, fmt, dataset=dataset, arch=arch, sigma=sigma, method=method, seed=seed,
+                                         input_layer=input_layer, allow_pickle=allow_pickle, entry=entry)
+    model.rslib_spec = spec  # as load_model does: Smooth refuses it at another σ
+    return model.to(device), spec, record
+
+
+def _require_rslib_file(path: str | os.PathLike) -> None:
+    """Refuse, with the formats to name, a file that is neither an rslib model file nor a TorchScript archive."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's loaders raise many types
+        pickled = pickled_object(exc)
+        found = f"it pickles Python objects ({pickled})" if pickled else "not a file torch.load reads"
+    else:
+        if isinstance(blob, dict) and blob.get("format") == FORMAT:
+            return
+        found = f"a dict with keys {sorted(map(str, blob))[:6]}" if isinstance(blob, dict) else type(blob).__name__
+    raise CheckpointError(
+        f"{path} is neither an rslib model file nor a TorchScript archive ({found}); name its format: "
+        f"{', '.join(REFERENCE_FORMATS)} (checkpoints of the reference repositories) or state_dict (a state dict, "
+        f"with the function that builds its network)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -252,3 +253,75 @@ def test_save_model_refuses_extra_that_cannot_be_loaded_back(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         save_model(tmp_path / "m.pt", model, spec, extra={"where": Path("/x")})
     assert list(tmp_path.iterdir()) == []
+
+
+# --- networks of other codebases: TorchScript archives and builders ---------------------------------
+def _mlp_spec(arch: str) -> ModelSpec:
+    return replace(SPEC, arch=arch, mean=(0.3,), std=(0.4,), hparams={})
+
+
+def test_a_torchscript_network_is_stored_whole_and_loaded_only_with_allow_code(tmp_path):
+    """arch "torchscript": the archive is a uint8 tensor of the file (read weights-only), the state
+    dict empty; load_model rebuilds Sequential(InputNormalization, the scripted network) with
+    allow_code=True and refuses it with one line without."""
+    from foreign_models import DigitsMLP
+
+    from rslib.models.architectures import with_input_layer
+
+    torch.manual_seed(1)
+    net = DigitsMLP(hidden=16).eval()
+    model = with_input_layer(torch.jit.script(net), (0.3,), (0.4,))
+    path = tmp_path / "m.pt"
+    save_model(path, model, _mlp_spec("torchscript"), {"imported": {"format": "torchscript"}})
+    blob = read_checkpoint(path)  # weights-only
+    assert blob["state_dict"] == {} and blob["torchscript"].dtype == torch.uint8
+    with pytest.raises(CheckpointError) as refused:
+        load_model(path)
+    assert str(refused.value) == (
+        f"{path} holds its network as a TorchScript archive, which torch runs as code when it loads it; load it "
+        f"only if you trust its source: load_model(..., allow_code=True), or rslib certify --allow-code")
+    loaded, spec, extra = load_model(path, dataset="digits", sigma=0.25, allow_code=True)
+    assert spec.arch == "torchscript" and extra["imported"]["format"] == "torchscript"
+    assert isinstance(loaded[1], torch.jit.ScriptModule) and loaded.rslib_spec == spec
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net((x - 0.3) / 0.4))
+    with pytest.raises(TypeError, match="arch 'torchscript' needs a TorchScript network"):
+        save_model(tmp_path / "eager.pt", with_input_layer(net, (0.3,), (0.4,)), _mlp_spec("torchscript"))
+
+
+def test_a_builder_network_is_rebuilt_by_importing_its_function(tmp_path):
+    from foreign_models import DigitsMLP
+
+    torch.manual_seed(2)
+    spec = _mlp_spec("foreign_models:digits_mlp")
+    model = spec.build().eval()
+    assert isinstance(model[1], DigitsMLP) and isinstance(model[0], InputNormalization)
+    path = tmp_path / "m.pt"
+    save_model(path, model, spec)
+    assert all(k.startswith("1.") for k in read_checkpoint(path)["state_dict"])
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path} rebuilds its network by importing and calling 'foreign_models:digits_mlp'; load it only if "
+            f"you trust its source")):
+        load_model(path)
+    loaded, _, _ = load_model(path, allow_code=True)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("builder, message", [
+    ("digits_mlp", "unknown architecture 'digits_mlp'; known: resnet110, resnet20, resnet26, resnet32, resnet50, "
+                   "small_cnn, or a builder 'package.module:function'"),
+    ("foreign models:x", "a network builder is named 'package.module:function', got 'foreign models:x'"),
+    ("no_such_package.nets:f", "cannot import module 'no_such_package.nets' of the builder 'no_such_package.nets:f' "
+                               "(No module named 'no_such_package'): install it, or add its folder to PYTHONPATH"),
+    ("foreign_models:no_such", "module 'foreign_models' has no function 'no_such' (the builder 'foreign_models:no_such')"),
+    ("foreign_models:torch", "module 'foreign_models' has no function 'torch' (the builder 'foreign_models:torch')"),
+    ("math:pi", "module 'math' has no function 'pi' (the builder 'math:pi')"),
+    ("builtins:dict", "the builder 'builtins:dict' returned a dict, not a torch.nn.Module"),
+])
+def test_builder_errors_are_one_line(builder, message):
+    with pytest.raises(ValueError) as info:
+        build_model(builder, 10, 1, (0.0,), (1.0,))
+    assert str(info.value) == message

@@ -138,6 +138,59 @@ def test_each_inconsistency_is_one_config_error_naming_the_key(change, message):
     assert str(info.value) == message
 
 
+def _released(**entry):
+    """Fill the MACER slot of paper_tiny with a released entry."""
+    return lambda c: c["methods"]["macer"]["digits"].update(released={"0.25": {"files": ["a"]} | entry})
+
+
+@pytest.mark.parametrize("change, message", [
+    (_released(format="state_dict"),
+     'methods.macer.digits.released.0.25: format state_dict needs builder: "package.module:function", the function '
+     "that returns the network its weights fit"),
+    (_released(format="macer", builder="a.b:c"),
+     "methods.macer.digits.released.0.25: builder applies to format state_dict only (format macer reads its "
+     "architecture from the file)"),
+    (_released(format="torchscript", builder="a.b:c"),
+     "methods.macer.digits.released.0.25: builder applies to format state_dict only (a TorchScript archive holds "
+     "its network)"),
+    (_released(format="cohen", mean=[0.5], std=[0.5]),
+     "methods.macer.digits.released.0.25: mean/std apply to formats torchscript and state_dict; format cohen takes "
+     "input_layer (normalize, center, none)"),
+    (_released(format="torchscript", mean=[0.5]),
+     "methods.macer.digits.released.0.25: give both mean and std (the input normalisation (x - mean) / std)"),
+    (_released(format="torchscript", mean=[0.5], std=[0.5], input_layer="none"),
+     "methods.macer.digits.released.0.25: give input_layer or mean/std, not both"),
+])
+def test_inconsistent_released_network_keys_are_one_config_error(change, message):
+    config = copy.deepcopy(load("tests/configs/paper_tiny.yaml"))
+    change(config)
+    with pytest.raises(ConfigError) as info:
+        plan_of(config)
+    assert str(info.value) == message
+
+
+def test_what_the_import_of_each_released_format_gets(tmp_path, monkeypatch):
+    """The import rule's arch and input_layer params: the dataset's arch and the entry's input
+    layer for the reference formats (the values of earlier versions, so existing imports are not
+    rerun), the builder and {"mean", "std"} for the formats of other codebases."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").write_text("stand-in")
+    slot = {"dataset": "digits", "method": "macer", "sigma": "0.25", "seed": 0}
+    expected = [
+        ({"format": "macer"}, "small_cnn", None),
+        ({"format": "smoothadv", "input_layer": "center"}, "small_cnn", "center"),
+        ({"format": "torchscript"}, None, None),
+        ({"format": "torchscript", "input_layer": "normalize"}, None, "normalize"),
+        ({"format": "state_dict", "builder": "pkg.nets:wide", "mean": [0.5], "std": [0.25]}, "pkg.nets:wide",
+         {"mean": [0.5], "std": [0.25]}),
+    ]
+    for entry, arch, input_layer in expected:
+        config = copy.deepcopy(load("tests/configs/paper_tiny.yaml"))
+        _released(**entry)(config)
+        released = plan_of(config).released_file(slot)
+        assert (released["arch"], released["input_layer"], released["format"]) == (arch, input_layer, entry["format"])
+
+
 def test_a_released_slot_is_imported_not_trained_and_missing_files_are_listed_at_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load("tests/configs/paper_tiny.yaml")

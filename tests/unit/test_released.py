@@ -425,3 +425,101 @@ def test_the_check_reads_the_first_100_evaluation_images_or_all_of_a_smaller_sub
     small = CheckImages.from_dataset(test, [3, 28, 53], noise_seed=5)
     assert small.indices == (3, 28, 53) and small.labels.tolist() == [3, 8, 3] and small.noise_seed == 5
     torch.testing.assert_close(small.images[:, 0, 0, 0], torch.tensor([3, 28, 53]) / 500)
+
+
+# --- models of other codebases: TorchScript archives and state dicts with their builder ---------------
+@pytest.fixture(scope="module")
+def digits_mlp_net(digits_check) -> nn.Module:
+    """A DigitsMLP (an architecture rslib does not define) trained on [0, 1] pixels under noise."""
+    from foreign_models import DigitsMLP, train_on_digits
+
+    return train_on_digits(DigitsMLP(), digits_check[1])
+
+
+def _generic_slot(**kw):
+    return dict(dataset="digits", arch=None, sigma=0.25, method="gaussian", seed=0) | kw
+
+
+def test_a_torchscript_release_is_imported_checked_and_recorded(tmp_path, digits_check, digits_mlp_net):
+    """format torchscript: σ from a noise_<σ> folder, the class count from one forward pass, the
+    plausibility check (input layer none by default), the SHA-256 of the archive; the model file
+    loads (allow_code) and computes the scripted network's logits."""
+    from rslib.runtime.io import file_digest
+
+    check, _ = digits_check
+    path = release_path(tmp_path, "mine", "noise_0.25", "mlp.ts")
+    torch.jit.save(torch.jit.script(digits_mlp_net), str(path))
+    out = tmp_path / "out" / "model.pt"
+    record = import_released(path, "torchscript", out, check=check, **_generic_slot())
+    assert record["format"] == "torchscript" and record["sha256"] == file_digest(path, "sha256")
+    assert record["input_layer"] == "none" and record["mean"] == [0.0] and record["std"] == [1.0]
+    assert record["builder"] is None and record["sigma_in_path"] == 0.25
+    measured = record["plausibility"]
+    assert measured["passed"] and measured["accuracy"] >= 0.5 and set(measured["accuracy_by_input_layer"]) == {
+        "normalize", "center", "none"}
+    model, spec, extra = load_model(out, dataset="digits", sigma=0.25, allow_code=True)
+    assert spec.arch == "torchscript" and extra["imported"] == json.loads(json.dumps(record))
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), digits_mlp_net(x))
+
+    wrong_sigma = release_path(tmp_path, "mine", "noise_0.50", "mlp.ts")
+    wrong_sigma.write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{wrong_sigma}: expected a model for sigma=0.25, found one trained at sigma=0.5 (its folder noise_0.5)")):
+        import_released(wrong_sigma, "torchscript", tmp_path / "x.pt", check=check, **_generic_slot())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 5))), str(p)),
+     "{path}: expected 10 classes (digits), found 5"),
+    (lambda p: torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(192, 10))), str(p)),
+     "{path}: the network fails on a batch of digits images of shape (2, 1, 8, 8): "),
+    (lambda p: torch.save({"w": torch.zeros(3)}, p),
+     "{path} is not a TorchScript archive that torch.jit.load reads: PytorchStreamReader failed locating file "
+     "constants.pkl: file not found"),
+])
+def test_a_torchscript_file_that_does_not_fit_the_dataset_is_refused(tmp_path, make, message):
+    path = tmp_path / "net.ts"
+    make(path)
+    with pytest.raises(CheckpointError) as info:
+        import_released(path, "torchscript", tmp_path / "out.pt", check=None, **_generic_slot())
+    assert str(info.value).startswith(message.format(path=path)) and "\n" not in str(info.value)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_state_dict_release_with_its_builder_and_normalisation(tmp_path, digits_check):
+    """format state_dict: the builder rebuilds the network, a DataParallel 'module.' prefix is
+    dropped, mean/std of the entry become the input layer (compared with the dataset's three by
+    the plausibility check), and the model file names the builder."""
+    from foreign_models import DigitsMLP, train_on_digits
+
+    check, train = digits_check
+    net = train_on_digits(DigitsMLP(), train, steps=200, mean=0.5, std=0.5)
+    path = tmp_path / "weights.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
+    out = tmp_path / "model.pt"
+    slot = _generic_slot(arch="foreign_models:digits_mlp", input_layer={"mean": [0.5], "std": [0.5]})
+    record = import_released(path, "state_dict", out, check=check, **slot)
+    assert record["builder"] == "foreign_models:digits_mlp" and record["input_layer"] == "mean=[0.5] std=[0.5]"
+    assert set(record["plausibility"]["accuracy_by_input_layer"]) == {"mean=[0.5] std=[0.5]", "normalize", "center",
+                                                                      "none"}
+    assert record["plausibility"]["passed"]
+    model, spec, _ = load_model(out, allow_code=True)
+    assert spec.arch == "foreign_models:digits_mlp" and spec.mean == (0.5,) and spec.std == (0.5,)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), net((x - 0.5) / 0.5))
+
+    for bad_slot, message in [
+        (_generic_slot(), f"{path}: format state_dict needs the function that builds its network, "
+                          "'package.module:function', got None"),
+        (slot | {"input_layer": {"mean": [0.5, 0.5], "std": [0.5, 0.5]}},
+         f"{path}: mean and std need 1 values each (digits has 1-channel images), got 2 and 2"),
+        (slot | {"arch": "torchvision.models:resnet18"}, f"{path}: weights do not fit 'torchvision.models:resnet18': "
+                                                         "missing keys ['conv1.weight', 'bn1.weight', 'bn1.bias']…"),
+    ]:
+        with pytest.raises(CheckpointError) as info:
+            import_released(path, "state_dict", tmp_path / "refused.pt", check=check, **bad_slot)
+        assert str(info.value).startswith(message), str(info.value)
+    assert not (tmp_path / "refused.pt").exists()

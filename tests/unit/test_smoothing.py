@@ -343,6 +343,74 @@ def test_predict_is_batch_size_invariant():
         assert len(results) == 1, (index, results)
 
 
+class OutOfMemoryAbove(nn.Module):
+    """``base`` that raises torch's out-of-memory error, as the CUDA caching allocator raises it,
+    on any batch of more than ``limit`` inputs; records the batch sizes it classified."""
+
+    def __init__(self, base: nn.Module, limit: int):
+        super().__init__()
+        self.base, self.limit, self.batches = base, limit, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} samples' activations")
+        self.batches.append(len(x))
+        return self.base(x)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_certificate():
+    """1000 samples per batch fail above 300: halved to 500, then 200 (whole blocks of 100), one log
+    line each; the counts and certificates equal a run at 200 from the start, and later calls
+    keep 200 without failing again."""
+    x, _ = point_with_p1(0.8)
+    lines = []
+    model = OutOfMemoryAbove(linear_base(), limit=300)
+    smooth = Smooth(model, 2, SIGMA, noise_seed=5, device="cpu", log=lines.append)
+    reference = Smooth(linear_base(), 2, SIGMA, noise_seed=5, device="cpu")
+    got = [smooth.certify(x, N0, 1050, ALPHA, 1000, index=i) for i in range(3)]
+    assert got == [reference.certify(x, N0, 1050, ALPHA, 200, index=i) for i in range(3)]
+    assert lines == [
+        "out of memory on cpu at 1000 noisy samples per batch: continuing with 500 (the same noise samples: "
+        "the certificate does not change)",
+        "out of memory on cpu at 500 noisy samples per batch: continuing with 200 (the same noise samples: "
+        "the certificate does not change)",
+    ]
+    assert set(model.batches) == {100, 200, 50}  # n0 = one block; 1050 = 5 x 200 + 50
+    counts = smooth.sample_counts(x, 1050, 1000, 9, "estimation")
+    assert torch.equal(counts, reference.sample_counts(x, 1050, 200, 9, "estimation"))
+    assert len(lines) == 2
+
+
+def test_out_of_memory_after_some_batches_resumes_at_the_failed_batch():
+    """A failure in the middle of a phase keeps the counts of the batches before it: each sample
+    is classified exactly once."""
+    x, _ = point_with_p1(0.6)
+
+    class FailsOnce(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base, self.calls, self.samples = linear_base(), 0, 0
+
+        def forward(self, inputs):
+            self.calls += 1
+            if self.calls == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory.")
+            self.samples += len(inputs)
+            return self.base(inputs)
+
+    model = FailsOnce()
+    smooth = Smooth(model, 2, SIGMA, noise_seed=3, device="cpu", log=lambda line: None)
+    counts = smooth.sample_counts(x, 2000, 400, 4, "estimation")
+    assert model.samples == 2000 and int(counts.sum()) == 2000
+    assert torch.equal(counts, Smooth(linear_base(), 2, SIGMA, noise_seed=3).sample_counts(x, 2000, 200, 4, "estimation"))
+
+
+def test_out_of_memory_at_one_block_is_raised():
+    smooth = Smooth(OutOfMemoryAbove(linear_base(), limit=50), 2, SIGMA, device="cpu", log=lambda line: None)
+    with pytest.raises(torch.OutOfMemoryError):
+        smooth.certify(point_with_p1(0.8)[0], N0, 1000, ALPHA, 1000, index=0)
+
+
 # --- PREDICT ----------------------------------------------------------------------------------
 
 

@@ -255,3 +255,45 @@ def test_inconsistent_released_configuration_is_refused(tmp_path, change, messag
     result = snakemake(tmp_path, "-n", "results/table1.tex", config=config)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_a_torchscript_model_of_another_architecture_fills_a_slot(tmp_path):
+    """A TorchScript network of an architecture rslib does not define (an MLP) in a `released:`
+    slot: imported through the plausibility check (it is trained: it passes), recorded with the
+    archive's SHA-256, and certified by the workflow as Smooth.certify certifies the scripted
+    network with the run's noise seed, row for row."""
+    from foreign_models import DigitsMLP, train_on_digits
+
+    from rslib.certification.smooth import Smooth
+    from rslib.data.load import load_split
+    from rslib.data.prepare import prepare_dataset
+    from rslib.runtime.io import file_digest
+
+    meta = prepare_dataset("digits", tmp_path / "own_data")
+    archive = tmp_path / "mine" / "mlp.ts"
+    archive.parent.mkdir()
+    torch.jit.save(torch.jit.script(train_on_digits(DigitsMLP(), load_split(meta, "train"))), str(archive))
+    config, _ = released_config(tmp_path)
+    settings = yaml.safe_load(config.read_text())
+    settings["methods"]["gaussian"] = {"digits": {"seeds": [0], "released": {
+        "0.25": {"format": "torchscript", "files": [str(archive)]}}}}
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    target = "results/certify/digits/gaussian/sigma0.25/seed0/certify.tsv"
+    result = snakemake(tmp_path, "--cores", "1", target, config=config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert job_counts(result)["import_model"] == 1
+
+    import json
+
+    record = json.loads((tmp_path / "results/certify/digits/gaussian/sigma0.25/seed0/certify.json").read_text())
+    imported = record["model"]["imported"]
+    assert imported["format"] == "torchscript" and imported["sha256"] == file_digest(archive, "sha256")
+    assert imported["input_layer"] == "none" and imported["plausibility"]["passed"]
+    smooth = Smooth(torch.jit.load(str(archive)), 10, 0.25, noise_seed=0, device="cpu")
+    test_set = load_split(meta, "test")
+    certified = read_certificates(tmp_path / target)
+    assert certified["idx"].tolist() == list(range(10))
+    for row in certified.itertuples():
+        x, label = test_set[row.idx]
+        assert (row.predict, row.radius) == smooth.certify(x, 100, 300, 0.001, 300, index=row.idx)
+        assert row.label == label

@@ -1,0 +1,5 @@
+"""``python -m rslib certify …`` / ``python -m rslib analyze …``: the command line (:mod:`rslib.cli`)."""
+
+from rslib.cli import main
+
+raise SystemExit(main())
