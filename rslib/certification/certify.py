@@ -28,6 +28,7 @@ import torch
 
 from rslib.certification.smooth import Smooth
 from rslib.certification.tsv import HEADER, RowError, certificate_row, read_rows
+from rslib.data.registry import DatasetInfo
 from rslib.runtime.errors import CertificateError, force_rebuild
 from rslib.runtime.io import atomic_path, write_json
 from rslib.runtime.progress import progress
@@ -174,7 +175,7 @@ def run_certification(
     *,
     model_path: str | os.PathLike,
     data_meta: str | os.PathLike,
-    dataset: str,
+    dataset: str | DatasetInfo,
     sigma: float,
     indices: Sequence[int],
     out_tsv: str | os.PathLike,
@@ -195,7 +196,9 @@ def run_certification(
 
     ``model_format`` and ``model_options`` (``arch``, ``input_layer``, ``allow_pickle``,
     ``allow_code``) go to :func:`rslib.models.released.load_any_model`: by default the file is an
-    rslib model file. ``resume`` and ``log_every``: :func:`certify_images`."""
+    rslib model file. ``dataset``: a registered name, or the :class:`DatasetInfo` of images of the
+    user's own (see :func:`rslib.models.released.load_any_model`). ``resume`` and ``log_every``:
+    :func:`certify_images`."""
     from rslib.data.load import load_split
     from rslib.models.released import load_any_model
     from rslib.runtime.devices import resolve_device
@@ -206,9 +209,10 @@ def run_certification(
     model, spec, _ = load_any_model(model_path, model_format, dataset=dataset, sigma=sigma, device=dev,
                                     **(model_options or {}))
     test_set = load_split(data_meta, "test")
+    name = dataset.name if isinstance(dataset, DatasetInfo) else dataset
     smooth = Smooth(model, spec.num_classes, sigma, noise_seed=noise_seed, device=dev, autocast_bf16=autocast_bf16)
     print(
-        f"certifying {len(indices)} images of {dataset} with {model_path} at sigma={sigma:g} "
+        f"certifying {len(indices)} images of {name} with {model_path} at sigma={sigma:g} "
         f"(n0={n0}, n={n}, alpha={alpha}) on {dev}",
         file=sys.stderr, flush=True,
     )

@@ -5,16 +5,25 @@ image as soon as it is certified; a rerun with the same arguments continues the 
 Thin over :func:`rslib.certification.certify.run_certification` (``resume=True``),
 :func:`rslib.models.released.load_any_model` (the model file of any kind),
 :func:`rslib.certification.certify.check_arguments` (the ``OUT.tsv.json`` record of the
-arguments) and the dataset registry (:func:`resolve_dataset`).
+arguments), the dataset registry and its preparation (:func:`resolve_dataset`: a registered
+dataset, or an ``.npz`` file or a folder of the user's own, through
+:func:`rslib.data.registry.evaluation_dataset_info` and
+:func:`rslib.data.prepare.prepare_dataset`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rslib.data.registry import DatasetInfo
 
 NAME = "certify"
 SUMMARY = "certify a model file on a dataset's test images (Cohen et al.'s CERTIFY), written as their TSV"
@@ -33,6 +42,8 @@ OUT.tsv.json; a rerun with other arguments is refused (only --count may grow, --
 EPILOG = """\
 examples:
   python -m rslib certify digits mynet.pt 0.25 mynet_0.25.tsv --n 10000
+  python -m rslib certify my_test.npz mynet.pt 0.25 out.tsv                          # an .npz file of yours
+  python -m rslib certify my_images/ model.ts 0.5 out.tsv --image-size 32            # a folder of yours
   python -m rslib certify cifar10 model.ts 0.5 out.tsv                                # a TorchScript file
   python -m rslib certify cifar10 weights.pth 0.5 out.tsv --arch mypkg.nets:wide_resnet \\
       --mean 0.4914 0.4822 0.4465 --std 0.2023 0.1994 0.2010                          # a state dict
@@ -50,8 +61,22 @@ A TorchScript or state-dict network gets the [0, 1] pixels plus noise as they ar
 --input-layer or --mean/--std say which normalisation it expects (the noise is always added to
 [0, 1] pixels, never clipped: rslib's and Cohen et al.'s convention).
 
-The dataset is prepared under --data-dir first if it is not there (digits is built in; cifar10
-and svhn are downloaded; imagenet needs IMAGENET_DIR, a folder with train/ and val/)."""
+DATASET may be
+  a registered dataset, prepared under --data-dir first if it is not there: digits (built in),
+      cifar10, cifar100, mnist, svhn (downloaded), imagenet (IMAGENET_DIR: a folder with train/
+      and val/);
+  FILE.npz of your own, numpy.savez(FILE, images=..., labels=...): images uint8 N x C x H x W
+      (C = 1, grey, or 3, RGB), labels integers 0, 1, ... (class indices of the model); all its
+      images are the test images;
+  a FOLDER of your own with one sub-folder per class, FOLDER/<class>/<image file> (torchvision's
+      ImageFolder layout): the class folders sorted by name are the model's classes 0, 1, ...,
+      one folder per class (an empty one for a class without images); images are read grey when
+      all are grey, else RGB, and resized (shorter side) and centre-cropped to --image-size
+      (default: their own size, when all are square and of one size).
+A file or folder of yours is prepared under --data-dir once, as NAME-<its sha256, 12 digits>
+(changed images are prepared again). The model must have a class for every label and bring its
+own input normalisation (an rslib model file, or --mean/--std): --input-layer normalize|center
+and the normalising reference formats take a registered dataset's mean and std."""
 
 #: arguments that may differ when a TSV is continued (they do not change its rows)
 MAY_CHANGE = ("model", "count")
@@ -59,11 +84,12 @@ MAY_CHANGE = ("model", "count")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``certify``, each with its help."""
+    from rslib.data.registry import DATASETS
     from rslib.models.formats import INPUT_LAYERS, RELEASED_FORMATS
 
     parser.add_argument("dataset", metavar="DATASET",
-                        help="a registered dataset: digits, cifar10, svhn, imagenet (a folder or .npz file of your "
-                             "own: not yet)")
+                        help=f"a registered dataset ({', '.join(sorted(DATASETS))}), or an .npz file or a folder of "
+                             f"images of your own (see below)")
     parser.add_argument("model", metavar="MODEL", help="the model file (see below)")
     parser.add_argument("sigma", metavar="SIGMA", type=_positive_float,
                         help="noise level: standard deviation of the Gaussian noise added to [0, 1] pixels "
@@ -75,6 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subset.add_argument("--stride", type=_count(1), help="certify every STRIDE-th test image (default 1; imagenet 100)")
     subset.add_argument("--count", type=_count(1),
                         help="how many images (default 500, or all there are); a rerun may raise it to continue")
+    subset.add_argument("--image-size", type=_count(1), metavar="SIZE",
+                        help="a FOLDER's images: the side they are resized (shorter side) and centre-cropped to "
+                             "(torchvision's Resize + CenterCrop; default: their own, when all are square and of one "
+                             "size)")
     cert = parser.add_argument_group("CERTIFY (defaults: Cohen et al.'s and the paper's)")
     cert.add_argument("--n0", type=_count(1), default=100, help="selection samples per image (default 100)")
     cert.add_argument("--n", type=_count(1), default=100_000, help="estimation samples per image (default 100000)")
@@ -92,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--arch", metavar="PACKAGE.MODULE:FUNCTION",
                        help="for a state dict: the function that returns the network (implies --format state_dict)")
     model.add_argument("--input-layer", choices=INPUT_LAYERS,
-                       help="the network's input normalisation on the dataset's constants: normalize "
+                       help="the network's input normalisation on a registered dataset's constants: normalize "
                             "((x - mean) / std), center (x - mean) or none (default for torchscript and state_dict; "
                             "smoothadv files outside their release archive need it)")
     model.add_argument("--mean", type=float, nargs="+", metavar="M",
@@ -107,55 +137,132 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data", help="where datasets are prepared (default ./data)")
 
 
-def resolve_dataset(dataset: str, data_dir: str | os.PathLike) -> tuple[str, Path]:
-    """(registered name, prepared ``meta.json``) of the ``DATASET`` argument, preparing it under
-    ``data_dir`` when needed (:func:`rslib.data.prepare.prepare_dataset`). A path (a folder or an
-    ``.npz`` file of the user's own) is refused with one line for now: this is where it will be
-    registered once the dataset registry takes such datasets."""
-    from rslib.data.prepare import prepare_dataset
-    from rslib.data.registry import DATASETS, dataset_info
+@dataclass(frozen=True)
+class ResolvedDataset:
+    """The ``DATASET`` argument, known but not yet prepared: its registry entry ``info``; for a
+    file or folder of the user's own, ``source``, what it is prepared from (the ``settings`` of
+    :func:`rslib.data.registry.evaluation_dataset_info`; None for a registered dataset); and
+    ``record``, how ``OUT.tsv.json`` names it (the name, or the resolved path and its sha256)."""
+
+    info: DatasetInfo
+    source: dict[str, Any] | None
+    record: str
+
+    def prepare(self, data_dir: str | os.PathLike) -> Path:
+        """Its ``meta.json`` under ``data_dir``, prepared when it is not there or stale
+        (:func:`rslib.data.prepare.prepare_dataset`)."""
+        from rslib.data.prepare import prepare_dataset
+
+        if self.source is None:
+            return prepare_dataset(self.info.name, data_dir)
+        return prepare_dataset(self.info.name, data_dir, self.source, evaluation_only=True)
+
+
+def resolve_dataset(dataset: str, image_size: int | None = None) -> ResolvedDataset:
+    """The ``DATASET`` argument: a registered dataset's name, or the path of an ``.npz`` file or
+    a folder of class folders of the user's own, read (headers, file names, labels) by
+    :func:`rslib.data.registry.evaluation_dataset_info`. A file or folder of the user's own is
+    named ``<its name>-<the first 12 hex digits of its sha256>``, the folder under ``--data-dir``
+    its prepared copy goes to: changed images are prepared anew, and a resumed TSV refuses them
+    (``record``). A folder's sha256 is that of its listing (relative path and sha256 of each
+    image file, in :func:`rslib.data.registry.imagefolder_listing`'s order)."""
+    from rslib.data.registry import DATASETS, EVALUATION_KEY, dataset_info, imagefolder_listing
+    from rslib.runtime.errors import ConfigError, DataError
+    from rslib.runtime.io import file_digest
+
+    if dataset in DATASETS:
+        if image_size is not None:
+            raise ConfigError(f"--image-size applies to a folder of images of your own, not to {dataset}")
+        return ResolvedDataset(dataset_info(dataset), None, dataset)
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        if os.sep in dataset or (os.altsep and os.altsep in dataset) or dataset.endswith(".npz"):
+            raise DataError(f"DATASET {dataset}: no such file or folder")
+        raise DataError(f"DATASET {dataset!r} is neither a registered dataset ({', '.join(sorted(DATASETS))}) nor "
+                        f"an .npz file or a folder")
+    path = path.resolve()
+    if path.is_dir():
+        source: dict[str, Any] = {"kind": "imagefolder", "root": str(path)}
+        if image_size is not None:
+            source["image_size"] = image_size
+        listing = hashlib.sha256()
+        for image, _ in imagefolder_listing(path, EVALUATION_KEY, allow_empty=True)[1]:
+            listing.update(f"{Path(image).relative_to(path).as_posix()}\t{file_digest(image, 'sha256')}\n".encode())
+        digest = listing.hexdigest()
+    elif path.suffix.lower() == ".npz":
+        if image_size is not None:
+            raise ConfigError("--image-size applies to a folder of images; the images of an .npz file are certified "
+                              "as they are")
+        source, digest = {"kind": "npz", "test": str(path)}, file_digest(path, "sha256")
+    else:
+        raise DataError(f"DATASET {dataset}: expected an .npz file (numpy.savez) or a folder, found another file")
+    name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', path.stem) or 'images'}-{digest[:12]}"
+    info = dataset_info(name, source, evaluation_only=True)
+    record = f"{path} sha256:{digest}"
+    if info.user.kind == "imagefolder":
+        record += f" image_size:{info.user.image_size}"
+    return ResolvedDataset(info, source, record)
+
+
+def check_model_classes(dataset: str, info: DatasetInfo, model: str, classes: int) -> None:
+    """Refuse, in one line, a model of ``classes`` classes on images of the user's own whose labels
+    it cannot have predicted: an npz label >= ``classes``, or a folder with another number of
+    class folders (the folders sorted by name are the classes 0, 1, ...: with fewer or more
+    folders than classes, the labels would shift)."""
     from rslib.runtime.errors import DataError
 
-    if dataset not in DATASETS and (os.sep in dataset or dataset.endswith(".npz") or Path(dataset).exists()):
-        raise DataError(f"DATASET {dataset!r} is a path: datasets of your own (a folder or .npz file) are not "
-                        f"supported yet; give a registered dataset: {', '.join(sorted(DATASETS))}")
-    dataset_info(dataset)  # unknown names: one line listing the known ones
-    return dataset, prepare_dataset(dataset, data_dir)
+    if info.user.kind == "npz" and info.num_classes > classes:
+        raise DataError(f"DATASET {dataset}: labels run up to {info.num_classes - 1}, but MODEL {model} has "
+                        f"{classes} classes (0 .. {classes - 1})")
+    if info.user.kind == "imagefolder" and info.num_classes != classes:
+        raise DataError(f"DATASET {dataset}: {info.num_classes} class folders, but MODEL {model} has {classes} "
+                        f"classes; give one folder per class, in the model's class order by name (an empty one for "
+                        f"a class without images)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Certify ``args.model`` and write (or continue) ``args.out``."""
     from rslib.certification.certify import check_arguments, run_certification
     from rslib.data.load import evaluation_subset
-    from rslib.data.registry import EVALUATION_IMAGES, available_evaluation_images, default_evaluation, dataset_info
+    from rslib.data.registry import EVALUATION_IMAGES, available_evaluation_images, default_evaluation
+    from rslib.models.released import load_any_model
     from rslib.runtime.devices import resolve_device
     from rslib.runtime.errors import ConfigError
     from rslib.runtime.io import file_digest
 
     model_format, options = model_arguments(args)
-    name, meta = resolve_dataset(args.dataset, args.data_dir)
-    defaults = default_evaluation(name)
+    dataset = resolve_dataset(args.dataset, args.image_size)
+    info = dataset.info
+    defaults = default_evaluation(info)
     start = defaults["start"] if args.start is None else args.start
     stride = defaults["stride"] if args.stride is None else args.stride
-    count = args.count or min(EVALUATION_IMAGES,
-                              available_evaluation_images(dataset_info(name).test_images, start, stride))
-    if count < 1:
-        raise ConfigError(f"--start {start} is past the {dataset_info(name).test_images} test images of {name}")
+    available = available_evaluation_images(info.test_images, start, stride)
+    if available < 1:
+        raise ConfigError(f"--start {start} is past the {info.test_images} test images of {args.dataset}")
+    if args.count is not None and args.count > available:
+        raise ConfigError(f"--count {args.count}: {args.dataset} has {available} test images from index {start} "
+                          f"with stride {stride}")
+    count = args.count or min(EVALUATION_IMAGES, available)
     evaluation = {"start": start, "stride": stride, "count": count}
-    indices = evaluation_subset(str(meta), evaluation)
     if not Path(args.model).is_file():
         raise ConfigError(f"MODEL {args.model}: no such file")
     device = resolve_device(args.device)
+    if dataset.source is not None:  # images of the user's own: their labels against the model's classes first
+        _, spec, _ = load_any_model(args.model, model_format, dataset=info, sigma=args.sigma, **options)
+        check_model_classes(args.dataset, info, args.model, spec.num_classes)
+    meta = dataset.prepare(args.data_dir)
+    indices = evaluation_subset(str(meta), evaluation)
     check_arguments(args.out, {
-        "dataset": name, "model": str(Path(args.model).resolve()), "model_sha256": file_digest(args.model, "sha256"),
+        "dataset": dataset.record, "model": str(Path(args.model).resolve()),
+        "model_sha256": file_digest(args.model, "sha256"),
         "format": model_format, "arch": options["arch"], "input_layer": options["input_layer"],
         "sigma": args.sigma, "start": start, "stride": stride, "count": count, "n0": args.n0, "n": args.n,
         "alpha": args.alpha, "noise_seed": args.noise_seed, "noise_device": device.type,
     }, may_change=MAY_CHANGE)
-    run_certification(model_path=args.model, data_meta=meta, dataset=name, sigma=args.sigma, indices=indices,
-                      out_tsv=args.out, n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch,
-                      noise_seed=args.noise_seed, device=str(device), model_format=model_format,
-                      model_options=options, resume=True, log_every=1)
+    run_certification(model_path=args.model, data_meta=meta, dataset=info if dataset.source else info.name,
+                      sigma=args.sigma, indices=indices, out_tsv=args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                      batch_size=args.batch, noise_seed=args.noise_seed, device=str(device),
+                      model_format=model_format, model_options=options, resume=True, log_every=1)
     print(f"wrote {args.out} ({count} images); summarise it with: python -m rslib analyze {args.out}",
           file=sys.stderr)
     return 0

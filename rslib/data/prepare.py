@@ -46,6 +46,7 @@ import numpy as np
 from rslib.data.load import SPLITS, _imagenet_missing, _read_meta
 from rslib.data.registry import (
     DATASETS,
+    EVALUATION_KEY,
     DatasetInfo,
     dataset_info,
     imagefolder_listing,
@@ -496,6 +497,12 @@ _PREPARERS: dict[str, Callable[[Path, dict | None], Path]] = {
 # ---------------------------------------------------------------------------
 
 
+def _user_key(info: DatasetInfo, key: str) -> str:
+    """How a message names ``key`` of a dataset of the user's own: ``datasets.<name>.<key>``, or
+    ``DATASET`` for images to certify only (``rslib certify``'s argument)."""
+    return EVALUATION_KEY if info.user.evaluation_only else f"datasets.{info.name}.{key}"
+
+
 def _user_npz_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``images`` and ``labels`` of a user's npz file (their layout was checked from the
     headers by :func:`rslib.data.registry.user_dataset_info`)."""
@@ -504,7 +511,7 @@ def _user_npz_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarr
         with np.load(path, allow_pickle=False) as npz:
             return npz["images"], npz["labels"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"datasets.{info.name}.{split}: cannot read {path}: {e}") from None
+        raise DataError(f"{_user_key(info, split)}: cannot read {path}: {e}") from None
 
 
 def _imagefolder_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -513,13 +520,15 @@ def _imagefolder_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.nd
     and centre-cropped to ``image_size`` x ``image_size`` (torchvision's ``Resize``, bilinear with
     antialiasing, and ``CenterCrop``): the aspect ratio is kept and every image gets the same,
     deterministic pixels, which certification evaluates exactly; training augments them like
-    CIFAR-10 (``hparams.augment``). Labels are the train/ class folders' indices."""
+    CIFAR-10 (``hparams.augment``). Labels are the train/ class folders' indices (images to
+    certify only: their own class folders')."""
     from PIL import Image
     from torchvision import transforms
 
-    where, user = f"datasets.{info.name}", info.user
-    index = {name: i for i, name in enumerate(imagefolder_listing(Path(user.train), where)[0])}
-    _, files = imagefolder_listing(Path(getattr(user, split)), where, allow_empty=split == "test")
+    key, user = _user_key(info, "root"), info.user
+    index = {name: i for i, name in enumerate(imagefolder_listing(Path(user.train or user.test), key,
+                                                                  allow_empty=user.evaluation_only)[0])}
+    _, files = imagefolder_listing(Path(getattr(user, split)), key, allow_empty=split == "test")
     resize = transforms.Compose([transforms.Resize(user.image_size), transforms.CenterCrop(user.image_size)])
     mode = "L" if info.image_shape[0] == 1 else "RGB"
     images = np.empty((len(files), *info.image_shape), dtype=np.uint8)
@@ -529,7 +538,7 @@ def _imagefolder_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.nd
             with Image.open(path) as image:
                 pixels = np.asarray(resize(image.convert(mode)), dtype=np.uint8)
         except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
-            raise DataError(f"{where}.root: cannot read image {path}: {e}") from None
+            raise DataError(f"{key}: cannot read image {path}: {e}") from None
         images[i] = pixels[None] if mode == "L" else pixels.transpose(2, 0, 1)
         labels[i] = index[name]
         if (i + 1) % 10000 == 0:
@@ -545,22 +554,25 @@ def _user_record(info: DatasetInfo) -> dict[str, Any]:
                               "std": list(info.std)}
     if user.kind == "npz":
         return record | {split: {"path": getattr(user, split), "sha256": file_digest(Path(getattr(user, split)),
-                                                                                    "sha256")} for split in SPLITS}
+                                                                                    "sha256")}
+                         for split in SPLITS if getattr(user, split)}
     return record | {"train": user.train, "test": user.test, "image_size": user.image_size}
 
 
 def _prepare_user(out_dir: Path, info: DatasetInfo) -> Path:
     """A dataset of the user's own in our format; its labels checked against ``classes``: all in
-    0 .. classes - 1, and every class among the training labels."""
+    0 .. classes - 1, and every class among the training labels. Images to certify only get an
+    empty train split."""
     read = _user_npz_split if info.user.kind == "npz" else _imagefolder_split
-    splits = {split: read(info, split) for split in SPLITS}
+    no_images = (np.empty((0, *info.image_shape), dtype=np.uint8), np.empty(0, dtype=np.int64))
+    splits = {split: read(info, split) if getattr(info.user, split) else no_images for split in SPLITS}
     k, where = info.num_classes, f"datasets.{info.name}.classes"
     for split, (_, labels) in splits.items():
         if labels.size and (labels.min() < 0 or labels.max() >= k):
             raise DataError(f"{where}: {k}, but the {split} labels of {getattr(info.user, split)} run from "
                             f"{labels.min()} to {labels.max()}; labels must be 0 .. {k - 1}")
     used = np.unique(splits["train"][1])
-    if used.size < k:
+    if used.size < k and not info.user.evaluation_only:
         missing = sorted(set(range(k)) - set(used.tolist()))
         raise DataError(f"{where}: {k}, but the train labels of {info.user.train} use only {used.size} classes "
                         f"(none is {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''})")
@@ -601,7 +613,8 @@ def _existing_problem(meta_path: Path, info: DatasetInfo, source: dict | None) -
     return None
 
 
-def prepare_dataset(name: str, data_dir: str | Path, source: dict | None = None) -> Path:
+def prepare_dataset(name: str, data_dir: str | Path, source: dict | None = None, *,
+                    evaluation_only: bool = False) -> Path:
     """Prepare dataset ``name`` under ``{data_dir}/{name}/``; return its meta.json path.
 
     If meta.json exists and the files it lists verify, nothing is done.
@@ -611,10 +624,12 @@ def prepare_dataset(name: str, data_dir: str | Path, source: dict | None = None)
     imagenet ``{"root": path}`` (else ``$IMAGENET_DIR``). Downloads are kept
     in ``{data_dir}/{name}/downloads/``. For a dataset of the user's own, ``source`` is its
     configuration entry (:func:`rslib.data.registry.dataset_source`: kind, files, classes, mean,
-    std, image size). Ours: the data rule's one entry point over every dataset (torchvision has
-    one class per dataset, each with its own arguments).
+    std, image size); ``evaluation_only``: images to certify only
+    (:func:`rslib.data.registry.evaluation_dataset_info`, ``rslib certify``). Ours: the data rule's
+    one entry point over every dataset (torchvision has one class per dataset, each with its own
+    arguments).
     """
-    info = dataset_info(name, None if name in DATASETS else source)
+    info = dataset_info(name, None if name in DATASETS else source, evaluation_only=evaluation_only)
     out_dir = Path(data_dir) / name
     meta_path = out_dir / "meta.json"
     if meta_path.exists():

@@ -6,7 +6,9 @@ Two sorts of dataset: the registered ones (:data:`DATASETS`: digits, CIFAR-10, C
 SVHN, ImageNet), whose facts are written here, and the user's own, declared in the configuration
 (``datasets.<name>.kind: npz`` or ``imagefolder``), whose :class:`DatasetInfo` is built from that
 entry and its files by :func:`dataset_info` (reading array headers and file names only), the one
-function the plan, the preparation and the jobs call.
+function the plan, the preparation and the jobs call. ``rslib certify`` also takes images of the
+user's own to certify only, a file or a folder without a configuration entry
+(:func:`evaluation_dataset_info`, through the same :func:`dataset_info` and preparation).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class DatasetInfo:
     """Static facts about a dataset.
 
     ``mean``/``std`` are per-channel statistics of pixels in [0, 1]; the
-    models apply them as their first (normalisation) layer.
+    models apply them as their first (normalisation) layer. Both are empty for images that are
+    only evaluated on (:func:`evaluation_dataset_info`): no model is built on them.
     """
 
     name: str
@@ -65,6 +68,11 @@ class UserFiles:
     train: str
     test: str
     image_size: int = 0
+
+    @property
+    def evaluation_only(self) -> bool:
+        """Images to evaluate on only (:func:`evaluation_dataset_info`): a test split, no training split."""
+        return not self.train
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -118,13 +126,15 @@ USER_KINDS = {"npz": ("train", "test"), "imagefolder": ("root", "image_size")}
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def dataset_info(name: str, settings: Mapping[str, Any] | None = None) -> DatasetInfo:
+def dataset_info(name: str, settings: Mapping[str, Any] | None = None, *,
+                 evaluation_only: bool = False) -> DatasetInfo:
     """The :class:`DatasetInfo` of dataset ``name``, or :class:`DataError` (one line).
 
     ``settings`` is the configuration's ``datasets.<name>`` entry (or just its keys of
     :data:`USER_KEYS`, as :func:`dataset_source` gives them): a registered name takes none of
     those keys, any other name is a dataset of the user's own and needs ``kind``
-    (:func:`user_dataset_info`)."""
+    (:func:`user_dataset_info`). ``evaluation_only``: ``settings`` describe images to certify
+    only, no configuration entry (:func:`evaluation_dataset_info`; ``rslib certify``)."""
     if isinstance(name, str) and name in DATASETS:
         given = [key for key in USER_KEYS if key in (settings or {})]
         if given:
@@ -134,6 +144,8 @@ def dataset_info(name: str, settings: Mapping[str, Any] | None = None) -> Datase
     known = ", ".join(sorted(DATASETS))
     if settings is None:
         raise DataError(f"unknown dataset {name!r}; known: {known}")
+    if evaluation_only:
+        return evaluation_dataset_info(name, settings)
     if "kind" not in settings:
         raise DataError(f"datasets.{name}: {name!r} is not a registered dataset ({known}); a dataset of your own "
                         f"needs kind: npz or imagefolder")
@@ -188,7 +200,8 @@ def user_dataset_info(name: str, settings: Mapping[str, Any]) -> DatasetInfo:
         raise DataError(f"{where}: mean must lie in [0, 1] and std be > 0 (statistics of [0, 1] pixels), "
                         f"got mean {list(mean)}, std {list(std)}")
     if kind == "npz":
-        shapes = {split: _npz_shape(Path(settings[split]).expanduser(), f"{where}.{split}", len(mean)) for split in
+        shapes = {split: _npz_shape(Path(settings[split]).expanduser(), f"{where}.{split}", len(mean),
+                                    "one channel per mean value") for split in
                   ("train", "test")}
         if shapes["train"][1:] != shapes["test"][1:]:
             raise DataError(f"{where}: train images are {'x'.join(map(str, shapes['train'][1:]))} but test images "
@@ -201,8 +214,8 @@ def user_dataset_info(name: str, settings: Mapping[str, Any]) -> DatasetInfo:
                             f"(3 channels)")
         size = _count(settings["image_size"], f"{where}.image_size", 1)
         train, test = imagefolder_splits(settings["root"], where)
-        train_classes, train_files = imagefolder_listing(train, where)
-        test_classes, test_files = imagefolder_listing(test, where, allow_empty=True)
+        train_classes, train_files = imagefolder_listing(train, f"{where}.root")
+        test_classes, test_files = imagefolder_listing(test, f"{where}.root", allow_empty=True)
         if len(train_classes) != classes:
             raise DataError(f"{where}.classes: {classes}, but {train} has {len(train_classes)} class folders "
                             f"({', '.join(train_classes[:5])}{', ...' if len(train_classes) > 5 else ''})")
@@ -228,10 +241,10 @@ def _channel_values(value: object, key: str) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
-def _npz_shape(path: Path, key: str, channels: int) -> tuple[int, int, int, int]:
+def _npz_shape(path: Path, key: str, channels: tuple[int, ...] | int, why: str) -> tuple[int, int, int, int]:
     """N x C x H x W of the ``images`` of an npz file, from the array headers alone (nothing is
-    loaded), after checking the layout: ``images`` uint8 N x C x H x W with C = ``channels``,
-    ``labels`` integers of length N."""
+    loaded), after checking the layout: ``images`` uint8 N x C x H x W with C = ``channels`` (one
+    of them; ``why`` says why, in the message), ``labels`` integers of length N."""
     import numpy as np
 
     headers = {}
@@ -258,16 +271,17 @@ def _npz_shape(path: Path, key: str, channels: int) -> tuple[int, int, int, int]
     except OSError as e:
         raise DataError(f"{key}: cannot read {path}: {e.strerror or e}") from None
     (shape, dtype), (label_shape, label_dtype) = headers["images"], headers["labels"]
+    allowed = (channels,) if isinstance(channels, int) else channels
     if dtype != np.uint8:
         raise DataError(f"{key}: images in {path} are {dtype}; expected uint8 pixels 0..255")
-    if len(shape) != 4 or shape[1] != channels:
+    if len(shape) != 4 or shape[1] not in allowed:
         hint = ""
-        if len(shape) == 4 and shape[3] == channels:
+        if len(shape) == 4 and shape[3] in allowed:
             hint = " (channels last: store images.transpose(0, 3, 1, 2))"
-        elif len(shape) == 3 and channels == 1:
+        elif len(shape) == 3 and 1 in allowed:
             hint = " (grey N x H x W: store images[:, None])"
-        raise DataError(f"{key}: images in {path} have shape {shape}; expected N x C x H x W with C = {channels} "
-                        f"(one channel per mean value){hint}")
+        raise DataError(f"{key}: images in {path} have shape {shape}; expected N x C x H x W with C = "
+                        f"{' or '.join(map(str, allowed))} ({why}){hint}")
     if label_dtype.kind not in "iu" or label_shape != shape[:1]:
         raise DataError(f"{key}: labels in {path} are {label_dtype} of shape {label_shape}; expected integers of "
                         f"shape ({shape[0]},), one per image")
@@ -287,35 +301,128 @@ def imagefolder_splits(root: object, where: str) -> tuple[Path, Path]:
     return path / "train", test[0]
 
 
-def imagefolder_listing(folder: Path, where: str, allow_empty: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+def imagefolder_listing(folder: Path, key: str, allow_empty: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
     """(class names, [(image path, class name)]) of one ImageFolder split, listed as torchvision's
     ``ImageFolder`` lists it (``find_classes``, ``make_dataset``): class folders sorted by name,
     images (:data:`IMG_EXTENSIONS`, any case) found recursively, symbolic links followed, in sorted
     order. File names only: nothing is opened. A training class folder without images is refused,
-    as torchvision refuses it; a test class may have none."""
+    as torchvision refuses it; a test class may have none. Messages start with ``key``."""
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not classes:
-        raise DataError(f"{where}.root: {folder} has no class folders (one sub-folder per class)")
+        raise DataError(f"{key}: {folder} has no class folders (one sub-folder per class)")
     files = []
     for name in classes:
         found = [os.path.join(base, f) for base, _, names in sorted(os.walk(folder / name, followlinks=True))
                  for f in sorted(names) if f.lower().endswith(IMG_EXTENSIONS)]
         if not found and not allow_empty:
-            raise DataError(f"{where}.root: class folder {folder / name} holds no image ({', '.join(IMG_EXTENSIONS)})")
+            raise DataError(f"{key}: class folder {folder / name} holds no image ({', '.join(IMG_EXTENSIONS)})")
         files += [(path, name) for path in found]
     return classes, files
+
+
+#: How messages name images to certify only (:func:`evaluation_dataset_info`): the argument of ``rslib certify``.
+EVALUATION_KEY = "DATASET"
+#: Pillow's band names of grey images (modes 1, L, LA, I, I;16, F): they become one channel.
+GREY_BANDS = frozenset({"1", "L", "A", "I", "F"})
+
+
+def evaluation_dataset_info(name: str, settings: Mapping[str, Any]) -> DatasetInfo:
+    """The :class:`DatasetInfo` of images of the user's own that are only certified, with no
+    configuration entry (``rslib certify FILE.npz`` or ``FOLDER``): a test split and no training
+    split. ``settings``: ``kind: npz`` with ``test``, a file in the layout of
+    :func:`user_dataset_info`; or ``kind: imagefolder`` with ``root``, a folder of class folders
+    (``root/<class>/…``: one split of :func:`user_dataset_info`'s tree), and ``image_size``
+    (optional).
+
+    What a configuration entry states is read from the files: the channels (npz: C, 1 or 3;
+    imagefolder: 1 when every image is grey, else 3, from the images' headers), the side
+    ``image_size`` when none is given (the images' own, when all are square and of one size),
+    and the classes: npz, labels 0 .. the largest (the labels array is read), which the model
+    must have at least; imagefolder, one per class folder, sorted by name as torchvision's
+    ``ImageFolder`` sorts them, which the model must have exactly (``rslib.cli.certify`` checks
+    both). ``mean`` and ``std`` are empty rather than made up: no model is built on these
+    images, the model to certify brings its own input layer. Messages name
+    :data:`EVALUATION_KEY`."""
+    key, kind = EVALUATION_KEY, settings.get("kind")
+    if kind == "npz":
+        path = Path(settings["test"]).expanduser().resolve()
+        shape = _npz_shape(path, key, (1, 3), "grey or RGB")
+        if shape[0] == 0:
+            raise DataError(f"{key}: {path} holds no images")
+        classes = _npz_label_classes(path, key)
+        files, image_shape, n_test = UserFiles("npz", "", str(path)), shape[1:], shape[0]
+    elif kind == "imagefolder":
+        root = Path(settings["root"]).expanduser().resolve()
+        if not root.is_dir():
+            raise DataError(f"{key}: {root} is not a folder")
+        names, images = imagefolder_listing(root, key, allow_empty=True)
+        evaluated = [split for split in ("test", "val") if split in names]
+        if "train" in names and evaluated:  # a configuration's kind: imagefolder tree, not class folders
+            raise DataError(f"{key}: {root} holds train/ and {evaluated[0]}/, a tree of splits; give the folder of "
+                            f"the images to certify, one sub-folder per class (e.g. {root / evaluated[0]})")
+        if not images:
+            raise DataError(f"{key}: {root} holds no image ({', '.join(IMG_EXTENSIONS)}) in its class folders "
+                            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+        channels, sizes = _image_headers(images, key)
+        if settings.get("image_size") is not None:
+            size = _count(settings["image_size"], f"{key} image size", 1)
+        elif len(sizes) == 1 and len(set(next(iter(sizes)))) == 1:
+            size = next(iter(sizes))[0]
+        else:
+            shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3]) + (", ..." if len(sizes) > 3 else "")
+            raise DataError(f"{key}: the images of {root} are not all square and of one size ({shown}); give "
+                            f"--image-size, the side they are resized and centre-cropped to")
+        files = UserFiles("imagefolder", "", str(root), size)
+        classes, image_shape, n_test = len(names), (channels, size, size), len(images)
+    else:
+        raise DataError(f"{key}: kind {kind!r}: expected npz or imagefolder")
+    return DatasetInfo(name, classes, tuple(image_shape), (), (), train_images=0, test_images=n_test, user=files)
+
+
+def _npz_label_classes(path: Path, key: str) -> int:
+    """1 + the largest label of an npz file (its ``labels`` array is read, the images are not),
+    after checking that no label is negative."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            labels = npz["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{key}: cannot read the labels of {path}: {e}") from None
+    if labels.min() < 0:
+        raise DataError(f"{key}: labels in {path} run from {labels.min()} to {labels.max()}; expected class indices "
+                        f"0, 1, ...")
+    return int(labels.max()) + 1
+
+
+def _image_headers(files: list[tuple[str, str]], key: str) -> tuple[int, set[tuple[int, int]]]:
+    """(channels, the set of (width, height)) of image files, from their headers (Pillow opens a
+    file lazily: the pixels are not decoded): 1 channel when every image is grey
+    (:data:`GREY_BANDS`), else 3 (RGB, as torchvision's ``ImageFolder`` loads them)."""
+    from PIL import Image
+
+    grey, sizes = True, set()
+    for path, _ in files:
+        try:
+            with Image.open(path) as image:
+                grey = grey and set(image.getbands()) <= GREY_BANDS
+                sizes.add(image.size)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+            raise DataError(f"{key}: cannot read image {path}: {e}") from None
+    return (1 if grey else 3), sizes
 
 
 #: images of the evaluation subset when none is configured: 000 Tables 5-7 ("the first 500 test images")
 EVALUATION_IMAGES = 500
 
 
-def default_evaluation(name: str) -> dict[str, int]:
-    """The evaluation subset of dataset ``name`` when none is configured (``rslib certify``):
-    :data:`EVALUATION_IMAGES` test images from the first, every ``evaluation_stride``-th (the
-    paper's rule, that ``config.yaml`` writes out: the first 500 on CIFAR-10, SVHN and digits,
-    every 100th of ImageNet's 50,000), fewer when the split is smaller."""
-    info = dataset_info(name)
+def default_evaluation(dataset: str | DatasetInfo) -> dict[str, int]:
+    """The evaluation subset of a dataset (a registered name, or the :class:`DatasetInfo` of one of
+    the user's own) when none is configured (``rslib certify``): :data:`EVALUATION_IMAGES` test
+    images from the first, every ``evaluation_stride``-th (the paper's rule, that ``config.yaml``
+    writes out: the first 500 on CIFAR-10, SVHN and digits, every 100th of ImageNet's 50,000),
+    fewer when the split is smaller."""
+    info = dataset if isinstance(dataset, DatasetInfo) else dataset_info(dataset)
     stride = info.evaluation_stride
     return {"start": 0, "stride": stride,
             "count": min(EVALUATION_IMAGES, available_evaluation_images(info.test_images, 0, stride))}

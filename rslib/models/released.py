@@ -245,6 +245,10 @@ def input_layer_constants(info: DatasetInfo, layer: str) -> tuple[tuple[float, .
     """(mean, std) of :class:`rslib.models.architectures.InputNormalization` that computes the input layer
     ``layer`` on ``info``'s images: normalise (x − mean) / std, centre x − mean, or none."""
     channels = info.image_shape[0]
+    if layer in ("normalize", "center") and not info.mean:
+        raise CheckpointError(f"input layer {layer} takes the dataset's mean and std, and {info.name} has none (images "
+                              f"of your own to certify): give the network's own mean and std (rslib certify --mean "
+                              f"--std)")
     if layer == "normalize":
         return tuple(info.mean), tuple(info.std)
     if layer == "center":
@@ -254,11 +258,21 @@ def input_layer_constants(info: DatasetInfo, layer: str) -> tuple[tuple[float, .
     raise CheckpointError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {layer!r}")
 
 
+def _dataset(dataset: str | DatasetInfo) -> tuple[DatasetInfo, int | None]:
+    """(info, the class count a model must have) of the ``dataset`` argument of the loaders: a
+    registered dataset's name (its classes), or the :class:`DatasetInfo` of images of the user's
+    own to certify (``None``: the network's own count, which the caller checks against the labels)."""
+    if isinstance(dataset, DatasetInfo):
+        return dataset, None
+    info = dataset_info(dataset)
+    return info, info.num_classes
+
+
 def released_model(
     path: str | os.PathLike,
     fmt: str,
     *,
-    dataset: str,
+    dataset: str | DatasetInfo,
     arch: str | None,
     sigma: float,
     method: str,
@@ -295,7 +309,7 @@ def released_model(
         layer = smoothadv_input_layer(path)
     if layer not in INPUT_LAYERS:
         raise CheckpointError(f"input_layer must be one of {', '.join(INPUT_LAYERS)}, got {layer!r}")
-    info = dataset_info(dataset)
+    info, classes = _dataset(dataset)
 
     path_sigma = sigma_in_path(path)
     if path_sigma is not None and not math.isclose(path_sigma, sigma, abs_tol=1e-9):
@@ -321,7 +335,8 @@ def released_model(
         depth = _cifar_depth(list(state))
         found_arch = f"resnet{depth}" if depth else "not a CIFAR ResNet"
     if arch is not None and found_arch != arch:
-        raise CheckpointError(f"{path}: expected architecture {arch!r} (datasets.{dataset}.arch), found {found_arch!r}")
+        raise CheckpointError(f"{path}: expected architecture {arch!r} (datasets.{info.name}.arch), found "
+                              f"{found_arch!r}")
     if found_arch not in ARCHITECTURES:
         raise CheckpointError(f"{path}: expected an architecture rslib defines ({', '.join(sorted(ARCHITECTURES))}), "
                               f"found {found_arch!r}")
@@ -329,11 +344,11 @@ def released_model(
     fc = state.get("fc.weight")
     if not isinstance(fc, torch.Tensor) or fc.ndim != 2:
         raise CheckpointError(f"{path}: expected a classifier layer 'fc.weight', found none")
-    if fc.shape[0] != info.num_classes:
-        raise CheckpointError(f"{path}: expected {info.num_classes} classes ({dataset}), found {fc.shape[0]}")
+    if classes is not None and fc.shape[0] != classes:
+        raise CheckpointError(f"{path}: expected {classes} classes ({info.name}), found {fc.shape[0]}")
 
     mean, std = input_layer_constants(info, layer)
-    spec = ModelSpec(arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
+    spec = ModelSpec(arch=arch, dataset=info.name, num_classes=fc.shape[0], in_channels=info.image_shape[0],
                      mean=mean, std=std, sigma=float(sigma), method=method, seed=int(seed), hparams={})
     model = spec.build()
     _load_weights(path, model[1], state, arch)
@@ -379,7 +394,7 @@ def generic_input_layer(info: DatasetInfo, input_layer: str | Mapping[str, Any] 
                               f"got {len(mean)} and {len(std)}")
     if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
         raise CheckpointError(f"mean must be finite and std finite and > 0, got mean={list(mean)} std={list(std)}")
-    for name in INPUT_LAYERS:
+    for name in INPUT_LAYERS if info.mean else ("none",):
         if input_layer_constants(info, name) == (mean, std):
             return name, mean, std
     return f"mean={list(mean)} std={list(std)}", mean, std
@@ -389,7 +404,7 @@ def _generic_model(
     path: str | os.PathLike,
     fmt: str,
     *,
-    dataset: str,
+    dataset: str | DatasetInfo,
     builder: str | None,
     sigma: float,
     method: str,
@@ -399,7 +414,7 @@ def _generic_model(
     entry: str,
 ) -> tuple[torch.nn.Sequential, ModelSpec, dict[str, Any]]:
     """:func:`released_model` for :data:`GENERIC_FORMATS`."""
-    info = dataset_info(dataset)
+    info, classes = _dataset(dataset)
     path_sigma = sigma_in_path(path)
     if path_sigma is not None and not math.isclose(path_sigma, sigma, abs_tol=1e-9):
         raise CheckpointError(f"{path}: expected a model for sigma={sigma:g}, found one trained at sigma={path_sigma:g} "
@@ -429,8 +444,8 @@ def _generic_model(
             raise CheckpointError(f"{path}: {exc}") from None
         _load_weights(path, model[1], _strip(state, ("module.",)), builder)
     model.eval()
-    _check_outputs(path, model, info)
-    spec = ModelSpec(arch=arch, dataset=dataset, num_classes=info.num_classes, in_channels=info.image_shape[0],
+    classes = _check_outputs(path, model, info, classes)
+    spec = ModelSpec(arch=arch, dataset=info.name, num_classes=classes, in_channels=info.image_shape[0],
                      mean=mean, std=std, sigma=float(sigma), method=method, seed=int(seed), hparams={})
     record = {
         "source": str(path), "sha256": file_digest(path, "sha256"), "format": fmt, "input_layer": layer,
@@ -441,9 +456,9 @@ def _generic_model(
 
 
 @torch.inference_mode()
-def _check_outputs(path: str | os.PathLike, model: torch.nn.Module, info: DatasetInfo) -> None:
+def _check_outputs(path: str | os.PathLike, model: torch.nn.Module, info: DatasetInfo, classes: int | None) -> int:
     """One forward pass over a batch of two blank images of ``info``'s shape: the network must
-    run on them and give one logit per class of the dataset."""
+    run on them and give ``classes`` logits (None: any number of them); returns that number."""
     shape = (2, *info.image_shape)
     try:
         logits = model(torch.zeros(shape))
@@ -454,15 +469,16 @@ def _check_outputs(path: str | os.PathLike, model: torch.nn.Module, info: Datase
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != shape[0]:
         found = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise CheckpointError(f"{path}: expected logits of shape (batch, {info.num_classes}), found {found}")
-    if logits.shape[1] != info.num_classes:
-        raise CheckpointError(f"{path}: expected {info.num_classes} classes ({info.name}), found {logits.shape[1]}")
+    if classes is not None and logits.shape[1] != classes:
+        raise CheckpointError(f"{path}: expected {classes} classes ({info.name}), found {logits.shape[1]}")
+    return int(logits.shape[1])
 
 
 def load_any_model(
     path: str | os.PathLike,
     fmt: str | None = None,
     *,
-    dataset: str,
+    dataset: str | DatasetInfo,
     sigma: float,
     arch: str | None = None,
     input_layer: str | Mapping[str, Any] | None = None,
@@ -482,6 +498,13 @@ def load_any_model(
     record; ``method`` and ``seed`` only label the spec); None — an rslib model file or a
     TorchScript archive, told apart by their contents, anything else refused with a line that
     lists the formats to name.
+
+    ``dataset`` is a registered dataset's name, or the :class:`DatasetInfo` of images of the
+    user's own to certify (``rslib certify FILE.npz|FOLDER``,
+    :func:`rslib.data.registry.evaluation_dataset_info`), which no model was trained "on": then
+    the dataset an rslib model file records is not compared, the network must run on a batch of
+    the images' shape, and its class count is its own (``spec.num_classes``; the caller checks
+    the labels against it).
     """
     if fmt is None:
         fmt = "torchscript" if is_torchscript_archive(path) else "rslib"
@@ -491,6 +514,10 @@ def load_any_model(
         if arch is not None or input_layer is not None:
             raise CheckpointError(f"{path}: an rslib model file records its architecture and input layer; arch and "
                                   f"input_layer apply to the released formats ({', '.join(RELEASED_FORMATS)})")
+        if isinstance(dataset, DatasetInfo):
+            model, spec, extra = load_model(path, sigma=sigma, allow_code=allow_code)
+            _check_outputs(path, model, dataset, spec.num_classes)
+            return model.to(device), spec, extra
         return load_model(path, dataset=dataset, sigma=sigma, device=device, allow_code=allow_code)
     model, spec, record = released_model(path, fmt, dataset=dataset, arch=arch, sigma=sigma, method=method, seed=seed,
                                          input_layer=input_layer, allow_pickle=allow_pickle, entry=entry)

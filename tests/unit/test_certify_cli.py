@@ -1,7 +1,8 @@
 """``python -m rslib certify`` and ``python -m rslib analyze`` (rslib.cli), and the resumable
 TSV they write (rslib.certification.certify: certify_images(resume=True), continue_rows,
 check_arguments): a model of an architecture rslib does not define, as a TorchScript file,
-certified on digits in a real subprocess, killed with SIGKILL and continued."""
+certified on digits in a real subprocess, killed with SIGKILL and continued; images of your own,
+an .npz file and a folder of PNGs, certified like the registered datasets."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ from rslib.certification.tsv import HEADER, read_certificates
 from rslib.cli import main
 from rslib.data.load import load_split
 from rslib.data.prepare import prepare_dataset
+from rslib.data.registry import DATASETS, IMG_EXTENSIONS
+from rslib.models.checkpoint import ModelSpec, load_model, save_model
 from rslib.report.metrics import bootstrap_intervals, summarize
 from rslib.runtime.errors import CertificateError
+from rslib.runtime.io import file_digest
 
 REPO = Path(__file__).resolve().parents[2]
 SIGMA = 0.25
@@ -191,11 +195,12 @@ def test_analyze_refuses_a_cut_row_with_its_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["certify", "my_images/", "m.pt", "0.25", "o.tsv"],
-     "error: DATASET 'my_images/' is a path: datasets of your own (a folder or .npz file) are not supported yet; "
-     "give a registered dataset: cifar10, digits, imagenet, svhn"),
-    (["certify", "mnist", "m.pt", "0.25", "o.tsv"],
-     "error: unknown dataset 'mnist'; known: cifar10, digits, imagenet, svhn"),
+    (["certify", "my_images/", "m.pt", "0.25", "o.tsv"], "error: DATASET my_images/: no such file or folder"),
+    (["certify", "cifar", "m.pt", "0.25", "o.tsv"],
+     "error: DATASET 'cifar' is neither a registered dataset (cifar10, cifar100, digits, imagenet, mnist, svhn) nor "
+     "an .npz file or a folder"),
+    (["certify", "digits", "m.pt", "0.25", "o.tsv", "--image-size", "8"],
+     "error: --image-size applies to a folder of images of your own, not to digits"),
     (["certify", "digits", "m.pt", "0.25", "o.tsv", "--mean", "0.3"],
      "error: --mean and --std go together: the input normalisation (x - mean) / std"),
     (["certify", "digits", "m.pt", "0.25", "o.tsv", "--format", "cohen", "--arch", "a.b:c"],
@@ -236,6 +241,170 @@ def test_a_state_dict_with_its_builder_and_normalisation(digits, tmp_path, capsy
     assert read_certificates(out)["radius"].tolist() == radii
     record = json.loads((tmp_path / "o.tsv.json").read_text())["arguments"]
     assert record["format"] == "state_dict" and record["input_layer"] == {"mean": [0.3], "std": [0.4]}
+
+
+# --- images of your own: an .npz file, a folder of PNGs ---------------------------------------------
+@pytest.fixture(scope="module")
+def rslib_model_file(digits, tmp_path_factory) -> Path:
+    """small_cnn behind digits' normalisation, trained for 100 noisy steps, as an rslib model file
+    (which records the dataset digits, and is certified here on images of your own)."""
+    info = DATASETS["digits"]
+    spec = ModelSpec(arch="small_cnn", dataset="digits", num_classes=10, in_channels=1, mean=info.mean, std=info.std,
+                     sigma=SIGMA, method="gaussian", seed=0)
+    model = train_on_digits(spec.build(), load_split(digits / "digits" / "meta.json", "train"), steps=100)
+    path = tmp_path_factory.mktemp("model") / "cnn.pt"
+    save_model(path, model, spec)
+    return path
+
+
+def digits_test_images(digits: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` digits test images (uint8 N x 1 x 8 x 8) and labels."""
+    split = load_split(digits / "digits" / "meta.json", "test")
+    return split.images[:count].numpy(), split.labels[:count].numpy()
+
+
+def smooth_rows(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, n: int) -> list[list[str]]:
+    """idx label predict radius correct of Smooth.certify on each image (noise seed 0, index = row)."""
+    smooth = Smooth(model, 10, SIGMA, noise_seed=0, device="cpu")
+    rows = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        prediction, radius = smooth.certify(torch.from_numpy(image).float() / 255, 100, n, 0.001, 1000, index=i)
+        rows.append([str(i), str(label), str(prediction), repr(radius), str(int(prediction == label))])
+    return rows
+
+
+def test_certify_an_npz_file_of_your_own_like_smooth(digits, rslib_model_file, tmp_path, capsys):
+    """An .npz file's images are the test images (all of them: fewer than 500), certified by an rslib
+    model file trained on digits exactly as Smooth.certify certifies them; the prepared copy is
+    named after the file and its sha256, and a TSV started on the file refuses the changed file."""
+    images, labels = digits_test_images(digits, 12)
+    d = tmp_path.resolve()
+    npz, out, data = d / "my digits.npz", d / "o.tsv", d / "data"
+    np.savez(npz, images=images, labels=labels)
+    args = ["certify", str(npz), str(rslib_model_file), str(SIGMA), str(out), "--n", "500", "--data-dir", str(data),
+            "--device", "cpu"]
+    assert main(args) == 0
+    expected = smooth_rows(load_model(rslib_model_file)[0], images, labels, 500)
+    assert rows_without_time(out) == expected
+    assert sum(row[4] == "1" for row in expected) >= 6
+    digest = file_digest(npz, "sha256")
+    assert json.loads((d / "o.tsv.json").read_text())["arguments"]["dataset"] == f"{npz} sha256:{digest}"
+    assert [p.name for p in data.iterdir()] == [f"my_digits-{digest[:12]}"]
+
+    np.savez(npz, images=images[::-1], labels=labels[::-1])
+    capsys.readouterr()
+    assert main(args) == 1
+    changed = file_digest(npz, "sha256")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {out} was written with other arguments ({out}.json): dataset '{npz} sha256:{digest}' (now "
+        f"'{npz} sha256:{changed}'); rerun with the recorded ones to continue it, or write to another file")
+    assert rows_without_time(out) == expected
+
+
+def write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+    """Grey PNGs (Pillow) in ``folder/<classes[label]>/<index>.png``; every class gets its folder."""
+    from PIL import Image
+
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        Image.fromarray(image[0], "L").save(folder / classes[label] / f"{i:02d}.png")
+
+
+def test_certify_a_folder_of_pngs_like_smooth(digits, torchscript_file, tmp_path):
+    """A folder of class folders (digit0 … digit9, sorted by name; empty ones for digits without an
+    image): its PNGs in ImageFolder order, read as grey 8 x 8 (their own size), certified as
+    Smooth.certify certifies the same pixels, each labelled by its folder."""
+    images, labels = digits_test_images(digits, 12)
+    folder, out = tmp_path.resolve() / "pngs", tmp_path / "o.tsv"
+    write_pngs(folder, images, labels, [f"digit{c}" for c in range(10)])
+    assert main(["certify", str(folder), str(torchscript_file), str(SIGMA), str(out), "--n", "500", "--data-dir",
+                 str(tmp_path / "data"), "--device", "cpu"]) == 0
+    order = sorted(range(len(labels)), key=lambda i: (labels[i], i))  # class folders by name, then file names
+    assert rows_without_time(out) == smooth_rows(torch.jit.load(str(torchscript_file)), images[order], labels[order],
+                                                 500)
+    dataset = json.loads((tmp_path / "o.tsv.json").read_text())["arguments"]["dataset"]
+    assert dataset.startswith(f"{folder} sha256:") and dataset.endswith(" image_size:8")
+
+
+@pytest.fixture(scope="module")
+def untrained_torchscript(tmp_path_factory) -> Path:
+    """A DigitsMLP (10 classes) as a TorchScript file, untrained: for the refusals, which come first."""
+    path = tmp_path_factory.mktemp("model") / "untrained.ts"
+    torch.jit.save(torch.jit.script(DigitsMLP()), str(path))
+    return path
+
+
+def refused_dataset(case: str, d: Path, model: Path) -> tuple[list[str], str]:
+    """(DATASET and options, the error line) of each way images of your own are refused."""
+    grey = np.zeros((4, 1, 8, 8), np.uint8)
+    if case == "array layout":
+        np.savez(d / "last.npz", images=grey.transpose(0, 2, 3, 1), labels=np.zeros(4, np.int64))
+        return [str(d / "last.npz")], (
+            f"DATASET: images in {d}/last.npz have shape (4, 8, 8, 1); expected N x C x H x W with C = 1 or 3 (grey "
+            f"or RGB) (channels last: store images.transpose(0, 3, 1, 2))")
+    if case == "no labels":
+        np.savez(d / "x.npz", images=grey, y=np.zeros(4))
+        return [str(d / "x.npz")], (f"DATASET: {d}/x.npz holds no 'labels' array (found ['images', 'y']); expected "
+                                    f"images (uint8 N x C x H x W) and labels (integers, length N)")
+    if case == "labels beyond the model's classes":
+        np.savez(d / "x.npz", images=grey, labels=np.array([0, 3, 12, 5]))
+        return [str(d / "x.npz")], f"DATASET {d}/x.npz: labels run up to 12, but MODEL {model} has 10 classes (0 .. 9)"
+    if case == "another file":
+        (d / "notes.txt").write_text("not images")
+        return [str(d / "notes.txt")], (f"DATASET {d}/notes.txt: expected an .npz file (numpy.savez) or a folder, "
+                                        f"found another file")
+    if case == "image size of an npz":
+        np.savez(d / "x.npz", images=grey, labels=np.zeros(4, np.int64))
+        return [str(d / "x.npz"), "--image-size", "8"], (
+            "--image-size applies to a folder of images; the images of an .npz file are certified as they are")
+    if case == "input layer normalize":
+        np.savez(d / "x.npz", images=grey, labels=np.zeros(4, np.int64))
+        return [str(d / "x.npz"), "--input-layer", "normalize"], (
+            f"{model}: input layer normalize takes the dataset's mean and std, and x-"
+            f"{file_digest(d / 'x.npz', 'sha256')[:12]} has none (images of your own to certify): give the network's "
+            f"own mean and std (rslib certify --mean --std)")
+    if case == "empty folder":
+        (d / "empty").mkdir()
+        return [str(d / "empty")], f"DATASET: {d}/empty has no class folders (one sub-folder per class)"
+    if case == "class folders without images":
+        (d / "hollow" / "a").mkdir(parents=True)
+        (d / "hollow" / "b").mkdir()
+        return [str(d / "hollow")], (f"DATASET: {d}/hollow holds no image ({', '.join(IMG_EXTENSIONS)}) in its class "
+                                     f"folders (a, b)")
+    if case == "class folders other than the model's classes":
+        write_pngs(d / "three", grey, np.array([0, 1, 2, 0]), ["a", "b", "c"])
+        return [str(d / "three")], (
+            f"DATASET {d}/three: 3 class folders, but MODEL {model} has 10 classes; give one folder per class, in the "
+            f"model's class order by name (an empty one for a class without images)")
+    if case == "a tree of splits":
+        write_pngs(d / "tree" / "train", grey, np.zeros(4, np.int64), ["a"])
+        write_pngs(d / "tree" / "test", grey, np.zeros(4, np.int64), ["a"])
+        return [str(d / "tree")], (f"DATASET: {d}/tree holds train/ and test/, a tree of splits; give the folder of "
+                                   f"the images to certify, one sub-folder per class (e.g. {d}/tree/test)")
+    if case == "images of several sizes":
+        from PIL import Image
+
+        write_pngs(d / "sizes", grey, np.zeros(4, np.int64), ["a"])
+        Image.new("L", (10, 12)).save(d / "sizes" / "a" / "big.png")
+        return [str(d / "sizes")], (f"DATASET: the images of {d}/sizes are not all square and of one size (8x8, "
+                                    f"10x12); give --image-size, the side they are resized and centre-cropped to")
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", [
+    "array layout", "no labels", "labels beyond the model's classes", "another file", "image size of an npz",
+    "input layer normalize", "empty folder", "class folders without images",
+    "class folders other than the model's classes", "a tree of splits", "images of several sizes"])
+def test_images_of_your_own_refused_in_one_line(case, untrained_torchscript, tmp_path, capsys):
+    """Each refusal is its one line, before anything is prepared or written."""
+    d = tmp_path.resolve()
+    dataset, message = refused_dataset(case, d, untrained_torchscript)
+    out = d / "o.tsv"
+    assert main(["certify", dataset[0], str(untrained_torchscript), "0.25", str(out), *dataset[1:], "--data-dir",
+                 str(d / "data"), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists() and not (d / "o.tsv.json").exists() and not (d / "data").exists()
 
 
 class Normalise(torch.nn.Module):
