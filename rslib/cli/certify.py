@@ -116,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cert.add_argument("--noise-seed", type=_count(0), default=0,
                       help="seed of the noise; image i's noise depends only on (seed, i) (default 0)")
     cert.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default auto: the GPU if there is one)")
+    cert.add_argument("--threads", type=_count(1), default=None,
+                      help="CPU threads of torch (default: torch's own choice; 1 is often faster on a busy machine)")
     model = parser.add_argument_group("the model file")
     model.add_argument("--format", choices=RELEASED_FORMATS,
                        help="the file's format when it is not an rslib model file or a TorchScript archive")
@@ -262,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
     run_certification(model_path=args.model, data_meta=meta, dataset=info if dataset.source else info.name,
                       sigma=args.sigma, indices=indices, out_tsv=args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                       batch_size=args.batch, noise_seed=args.noise_seed, device=str(device),
-                      model_format=model_format, model_options=options, resume=True, log_every=1)
+                      model_format=model_format, model_options=options, resume=True, log_every=1,
+                      threads=args.threads)
     print(f"wrote {args.out} ({count} images); summarise it with: python -m rslib analyze {args.out}",
           file=sys.stderr)
     return 0
