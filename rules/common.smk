@@ -9,9 +9,9 @@ from snakemake.logging import logger
 
 # rslib from this checkout, also when Snakemake runs from an environment without it installed.
 sys.path.insert(0, workflow.basedir)
-from rslib.experiment import paths as layout
 from rslib.experiment.artefacts import ARTEFACTS, FIGURES, TABLES, source_params
 from rslib.experiment.config import with_defaults
+from rslib.experiment.paths import ENSEMBLE, MODEL, Paths
 from rslib.experiment.plan import Plan
 from rslib.experiment.released_files import load_manifest
 from rslib.runtime.errors import ConfigError
@@ -22,7 +22,6 @@ from rslib.runtime.versions import STAGE_VERSIONS
 CONDA_ENV = "../envs/rslib.yaml"
 #: The paper's own numbers (000 Tables 1-8), transcribed once; only the comparison reads them.
 REPORTED = f"{workflow.basedir}/paper/reported.csv"
-MODEL, ENSEMBLE = layout.MODEL, layout.ENSEMBLE
 
 
 def _plan():
@@ -74,8 +73,12 @@ def dataset_setting(key):
     return lambda wc: config["datasets"][wc.dataset][key]
 
 
-def evaluation(wc):
-    return PLAN.evaluation(wc.dataset)
+def for_dataset(method):
+    """A plan method of the job's dataset, ``method(dataset)``, as an input function or param."""
+    return lambda wc: method(wc.dataset)
+
+
+evaluation = for_dataset(PLAN.evaluation)
 
 
 def train_hparams(wc):
@@ -112,7 +115,7 @@ def certify_gpus(wc):
 
 def shard_files(template):
     """Every shard of the job's model, as an input (a certificate shard or its record)."""
-    return lambda wc: [layout.Paths.fill(template, shard=k, **slot(wc)) for k in PLAN.shard_ids(wc.dataset)]
+    return lambda wc: [Paths.fill(template, shard=k, **slot(wc)) for k in PLAN.shard_ids(wc.dataset)]
 
 
 def published_log(wc):
@@ -149,7 +152,7 @@ def pseudo_output_shards(wc):
 def fitted_weights(wc):
     """The held-out weights a fitted scheme needs (none for the others)."""
     fit = PLAN.fitted(wc.scheme)
-    return [layout.Paths.fill(PATHS.ensemble_weights, fit=fit, **wc)] if fit else []
+    return [Paths.fill(PATHS.ensemble_weights, fit=fit, **wc)] if fit else []
 
 
 def scheme_settings(wc):

@@ -5,11 +5,11 @@
 
 rule prepare_data:
     input:
-        lambda wc: PLAN.user_files(wc.dataset),  # a dataset of your own's npz files: replacing one prepares it again
+        for_dataset(PLAN.user_files),  # a dataset of your own's npz files: replacing one prepares it again
     output:
         meta=PATHS.data_meta,
     params:
-        source=lambda wc: PLAN.data_source(wc.dataset),  # a registered dataset's `source`, or your dataset's entry
+        source=for_dataset(PLAN.data_source),  # a registered dataset's `source`, or your dataset's entry
         version=STAGE_VERSIONS["data"],
     conda:
         CONDA_ENV

@@ -80,7 +80,7 @@ rule summary:
 rule ensemble_summary:
     input:
         certificates=[PLAN.ensemble_certificate(e) for e in PLAN.ensembles],
-        adaptive=[layout.Paths.fill(PATHS.adaptive, **e) for e in PLAN.adaptive],
+        adaptive=[Paths.fill(PATHS.adaptive, **e) for e in PLAN.adaptive],
     output:
         table=PATHS.result("ensembles.tex"),
         csv=PATHS.result("ensembles.csv"),
@@ -105,7 +105,7 @@ rule ensemble_summary:
 rule comparison:
     input:
         reported=REPORTED,
-        tables=[layout.Paths.fill(PATHS.table_csv, table=name) for name in TABLES],
+        tables=[Paths.fill(PATHS.table_csv, table=name) for name in TABLES],
     output:
         md=PATHS.result("comparison.md"),
         tex=report(PATHS.result("comparison.tex"), caption="../report/comparison.rst", category="Comparison"),
@@ -151,8 +151,8 @@ rule certified_accuracy_curves:
 
 rule provenance_table:
     input:
-        models=[layout.Paths.fill(PATHS.certificate_record, **m) for m in PLAN.models],
-        ensembles=[layout.Paths.fill(PATHS.ensemble_record, **e) for e in PLAN.ensembles],
+        models=[Paths.fill(PATHS.certificate_record, **m) for m in PLAN.models],
+        ensembles=[Paths.fill(PATHS.ensemble_record, **e) for e in PLAN.ensembles],
     output:
         report(PATHS.result("provenance.csv"), caption="../report/provenance.rst", category="Provenance"),
     params:
