@@ -24,7 +24,7 @@ from foreign_models import DigitsMLP, train_on_digits
 from rslib.certification.certify import certify_images, check_arguments, continue_rows
 from rslib.certification.smooth import Smooth
 from rslib.certification.tsv import HEADER, read_certificates
-from rslib.cli import main
+from rslib.cli.main import main
 from rslib.data.load import load_split
 from rslib.data.prepare import prepare_dataset
 from rslib.data.registry import DATASETS, IMG_EXTENSIONS
@@ -123,7 +123,7 @@ def test_help_needs_no_torch_and_the_console_scripts_exist():
     """`--help` answers without importing torch; pyproject's console scripts name the CLI's functions."""
     import tomllib
 
-    probe = ("import sys\nfrom rslib.cli import main\n"
+    probe = ("import sys\nfrom rslib.cli.main import main\n"
              "for command in (['--help'], ['certify', '--help'], ['analyze', '--help']):\n"
              "    try:\n        main(command)\n    except SystemExit:\n        pass\n"
              "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
@@ -131,8 +131,8 @@ def test_help_needs_no_torch_and_the_console_scripts_exist():
     assert result.stderr.strip() == "torch imported: False", result.stderr[-2000:]
     assert "SIGMA" in result.stdout and "[0, 1] pixels" in result.stdout and "examples:" in result.stdout
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"rslib": "rslib.cli:main", "rslib-certify": "rslib.cli:certify_main",
-                       "rslib-analyze": "rslib.cli:analyze_main"}
+    assert scripts == {"rslib": "rslib.cli.main:main", "rslib-certify": "rslib.cli.main:certify_main",
+                       "rslib-analyze": "rslib.cli.main:analyze_main"}
 
 
 def reference_log(path: Path, rows: int = 60) -> Path:
