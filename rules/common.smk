@@ -85,6 +85,11 @@ def train_hparams(wc):
     return planned(PLAN.train_hparams, slot(wc))
 
 
+def train_version(wc):
+    """The training stage's version; for a method of the user's own with its file's SHA-256."""
+    return PLAN.train_version(wc.method)
+
+
 def released(wc):
     """{path, format, input_layer, allow_pickle, accept_implausible, arch} of the slot's released file."""
     return planned(PLAN.released_file, slot(wc))

@@ -20,7 +20,7 @@ rule train:
         eval=evaluation,
         heldout=dataset_setting("heldout_images"),
         device=config["device"],
-        version=STAGE_VERSIONS["train"],
+        version=train_version,
     conda:
         CONDA_ENV
     message:

@@ -51,6 +51,7 @@ from scipy.stats import binomtest
 from rslib.certification import checks
 from rslib.certification.bounds import certified_radius, lower_confidence_bound
 from rslib.certification.noise import BLOCK, NoiseStream, mix_seed, round_batch_size
+from rslib.runtime.devices import free_cached_memory, is_out_of_memory
 
 _ANONYMOUS = 0x616E6F6E  # seed-stream tag of the index-less streams ("anon")
 
@@ -115,6 +116,12 @@ class Smooth:
         self._batch_limit: int | None = None  # set by the out-of-memory back-off (_sample_noise)
         self.log = log if log is not None else _stderr_line
 
+    @property
+    def batch_limit(self) -> int | None:
+        """The batch size the out-of-memory back-off settled on (None while no batch has failed):
+        later calls use at most this many noisy samples per batch."""
+        return self._batch_limit
+
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int, index: int | None = None) -> int:
         """PREDICT (Cohen et al. 2019, Sec. 3.2): the top class ĉ_A of ``n`` samples, or ``ABSTAIN`` when
         the two-sided binomial test of its count n_A against n_A + n_B at ½ (``scipy.stats.binomtest``,
@@ -164,7 +171,8 @@ class Smooth:
         """SAMPLEUNDERNOISE: f's top classes on the inputs of :func:`noisy_batches`, counted on the device.
 
         Out-of-memory back-off: when the device runs out of memory on a batch
-        (``torch.OutOfMemoryError``), the batch is halved (whole noise blocks, at least one), one
+        (:func:`rslib.runtime.devices.is_out_of_memory`: torch's ``OutOfMemoryError``, or cuDNN's
+        and cuBLAS's allocation failures), the batch is halved (whole noise blocks, at least one), one
         line goes to ``self.log``, and sampling goes on from the first sample of that batch. The
         noise of a sample is fixed by its stream position, so the counts are those of a run at the
         smaller batch from the start (for a model that computes each input independently of the
@@ -181,15 +189,14 @@ class Smooth:
                     counts += self._count(noisy)
                     done += len(noisy)
                 return counts.cpu()  # the one host sync
-            except torch.OutOfMemoryError:
-                if batch <= BLOCK:
+            except Exception as error:
+                if not is_out_of_memory(error) or batch <= BLOCK:
                     raise
                 self._batch_limit = round_batch_size(batch // 2)
             finally:
                 noisy = None
                 batches.close()  # drops the batch buffer before the retry
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_cached_memory(self.device)
             self.log(f"out of memory on {self.device} at {batch} noisy samples per batch: continuing with "
                      f"{self._batch_limit} (the same noise samples: the certificate does not change)")
         return counts.cpu()

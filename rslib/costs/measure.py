@@ -8,7 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from rslib.costs.estimate import _key, cost_hparams
-from rslib.runtime.devices import device_name, synchronize
+from rslib.runtime.devices import (
+    device_name,
+    free_cached_memory,
+    is_out_of_memory,
+    synchronize,
+)
 
 
 def _spec(dataset: str, arch: str, method: str, sigma: float, hparams: dict[str, Any],
@@ -36,14 +41,7 @@ def time_train_step(
     try:
         return _time_train_step(dataset, arch, method, sigma, hparams, dev, steps, warmup, settings, module)
     finally:
-        _free(dev)
-
-
-def _free(dev) -> None:
-    import torch
-
-    if torch.device(dev).type == "cuda":
-        torch.cuda.empty_cache()
+        free_cached_memory(dev)
 
 
 def _time_train_step(
@@ -102,8 +100,9 @@ def time_certify_sample(
 ) -> tuple[float, int]:
     """Mean wall seconds per noisy sample of ``Smooth.sample_counts`` (CERTIFY's inner loop:
     seeded noise, forward pass in inference mode, argmax counts), timed over ``steps`` calls of
-    one batch each. On CUDA out-of-memory the batch is halved (in whole noise blocks).
-    Returns ``(seconds_per_sample, batch_size_used)``."""
+    one batch each. When the device runs out of memory the batch is halved (in whole noise
+    blocks) and the measurement starts again, warm-up included; a batch halved inside ``Smooth``
+    (:meth:`Smooth._sample_noise`) counts too. Returns ``(seconds_per_sample, batch_size_used)``."""
     import torch
 
     from rslib.certification.noise import BLOCK, round_batch_size
@@ -125,15 +124,16 @@ def time_certify_sample(
                 for s in range(steps):
                     smooth.sample_counts(x, batch, batch, index=warmup + s, phase="estimation")
                 synchronize(dev)
-                return (time.perf_counter() - started) / (steps * batch), batch
-            except torch.cuda.OutOfMemoryError:
-                if batch <= BLOCK:
+                seconds = (time.perf_counter() - started) / (steps * batch)
+                return seconds, min(batch, smooth.batch_limit or batch)
+            except Exception as error:
+                if not is_out_of_memory(error) or batch <= BLOCK:
                     raise
-                torch.cuda.empty_cache()
-                batch = round_batch_size(batch // 2)
+            free_cached_memory(dev)  # outside the handler: the error's frames no longer hold the batch
+            batch = round_batch_size(batch // 2)
     finally:
         del smooth, model
-        _free(dev)
+        free_cached_memory(dev)
 
 
 def measure_costs(

@@ -14,16 +14,17 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from rslib.certification.noise import NoiseStream
+from rslib.certification.noise import BLOCK, NoiseStream, round_batch_size
 from rslib.certification.smooth import noisy_batches
 from rslib.ensembles.weights import pseudo_model_probabilities
+from rslib.runtime.devices import free_cached_memory, is_out_of_memory
 from rslib.runtime.io import atomic_path
 from rslib.runtime.progress import progress
 
@@ -68,6 +69,7 @@ def compute_member_outputs(
     sigma: float,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run one member on CERTIFY's selection (n0) and estimation (n) noise of every image.
 
@@ -90,7 +92,16 @@ def compute_member_outputs(
     certificate is a reduction too (:func:`certify_member_from_outputs`) — and ``seconds`` the
     time its forward passes took per image. Pseudo-model outputs for per-point EsbRS weights are
     computed separately (:func:`compute_pseudo_outputs`, :func:`attach_pseudo_outputs`).
+
+    Out-of-memory back-off, as :class:`Smooth`'s: when the device runs out of memory
+    (:func:`rslib.runtime.devices.is_out_of_memory`), the batch is halved (whole noise blocks),
+    one line goes to ``log`` (default: stderr) and the phase is run again from its first sample;
+    later images keep the smaller batch. The noise of a sample is fixed by its stream position,
+    so the stored logits are those of a run at the smaller batch from the start. At one block
+    the error is raised.
     """
+    log = log if log is not None else lambda line: print(line, file=sys.stderr, flush=True)
+    batch = round_batch_size(batch_size)
     device = torch.device(device)
     model = model.to(device).eval()
     if device.type == "cuda":
@@ -106,7 +117,18 @@ def compute_member_outputs(
         x, label = dataset[int(i)]
         t0 = time.perf_counter()
         for phase, num, store in (("selection", n0, selection), ("estimation", n, estimation)):
-            logits = member_logits(model, x, num, batch_size, noise, sigma, int(i), phase)
+            while True:
+                try:
+                    logits = member_logits(model, x, num, batch, noise, sigma, int(i), phase)
+                    break
+                except Exception as error:
+                    if not is_out_of_memory(error) or batch <= BLOCK:
+                        raise
+                free_cached_memory(device)  # outside the handler: the error's frames no longer hold the batch
+                smaller = round_batch_size(batch // 2)
+                log(f"out of memory on {device} at {batch} noisy samples per batch: continuing with {smaller} "
+                    f"(the same noise samples: the stored outputs do not change)")
+                batch = smaller
             counts[phase].append(torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1]))
             store.append(logits.to(dtype))
         seconds.append(time.perf_counter() - t0)

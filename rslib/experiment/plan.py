@@ -43,6 +43,7 @@ from rslib.experiment.paths import Paths
 from rslib.experiment.released_files import missing_files_message
 from rslib.models.formats import GENERIC_FORMATS
 from rslib.runtime.errors import ConfigError, DataError
+from rslib.runtime.versions import STAGE_VERSIONS
 from rslib.training.hparams import METHOD_KEYS, check_hparam_keys
 
 Model = dict[str, Any]  #: {"dataset", "method", "sigma", "seed"}
@@ -93,6 +94,7 @@ class UserMethod:
     module: str  #: ``package.module[:ClassName]``
     label: str  #: how tables name its rows: ``methods.<name>.label``, else the class's ``label``, else the name
     hparam_keys: tuple[str, ...]  #: the keys it reads beyond the loop's (the class's ``hparam_keys``)
+    source_sha256: str  #: of the file defining the class (:func:`rslib.training.user_methods.source_digest`)
 
 
 class Plan:
@@ -151,7 +153,7 @@ class Plan:
         """Each configured method that is not the paper's must name its class (``module``); its
         class is imported (with torch) for its hyper-parameter keys and label. Labels are unique
         and not the paper's, so that table rows and the comparison cannot mix them up."""
-        from rslib.training.user_methods import load_method_class
+        from rslib.training.user_methods import load_method_class, source_digest
 
         found: dict[str, UserMethod] = {}
         taken = {label: name for name, label in METHOD_NAMES.items()}
@@ -175,7 +177,7 @@ class Plan:
                 owner = f"{taken[label]}'s label" if label in taken else "an ensemble's label"
                 raise ConfigError(f"{where}: label {label!r} is {owner}; give {where}.label another one")
             taken[label] = name
-            found[name] = UserMethod(entry["module"], label, tuple(cls.hparam_keys))
+            found[name] = UserMethod(entry["module"], label, tuple(cls.hparam_keys), source_digest(cls))
         return found
 
     def _grid(self) -> None:
@@ -366,6 +368,17 @@ class Plan:
                               f"{self.released_file(m)['path']} (methods.{m['method']}.{m['dataset']}.released), "
                               f"not trained: ask for {self.model_file(m)}")
         return self.hparams(m["dataset"], m["method"], m["sigma"])
+
+    def train_version(self, method: str) -> int | str:
+        """The train rule's ``version`` param: the training stage's version
+        (:data:`rslib.runtime.versions.STAGE_VERSIONS`), and for a method of the user's own also the
+        SHA-256 of the file defining its class, so that Snakemake reruns its training jobs (params
+        changed) when that file changes. The paper's methods keep the bare number: their jobs'
+        params are those of earlier runs."""
+        version = STAGE_VERSIONS["train"]
+        if method not in self.user_methods:
+            return version
+        return f"{version}+{self.user_methods[method].source_sha256[:16] or 'no-source-file'}"
 
     # --- files of a slot -----------------------------------------------------------------------
     def model_file(self, m: Mapping[str, Any]) -> str:

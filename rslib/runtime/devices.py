@@ -1,5 +1,6 @@
 """Devices, one place: which device a job runs on (``auto``: the GPU SLURM assigned, else the CPU),
-its name for provenance and cost records, and a synchronize for timing on any device."""
+its name for provenance and cost records, a synchronize for timing on any device, and which errors
+mean that the device ran out of memory (the loops that halve their batch then)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+#: What cuDNN and cuBLAS put in the plain ``RuntimeError`` they raise when allocating their own
+#: workspace or handle fails: torch raises ``torch.OutOfMemoryError`` only for its caching
+#: allocator's failures, but a convolution or matrix product that needs workspace memory on a
+#: nearly full GPU fails with these instead, and a smaller batch cures both.
+LIBRARY_ALLOCATION_FAILURES = ("CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says the device ran out of memory: ``torch.OutOfMemoryError``, or a
+    ``RuntimeError`` naming one of :data:`LIBRARY_ALLOCATION_FAILURES`. Other CUDA errors (an
+    illegal address, ``CUDNN_STATUS_EXECUTION_FAILED``) are not: retrying them could hide a fault."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(name in str(error) for name in LIBRARY_ALLOCATION_FAILURES)
+
+
+def free_cached_memory(dev) -> None:
+    """Return the CUDA caching allocator's free blocks to the device (after an out-of-memory error,
+    before a retry with a smaller batch); a no-op on the CPU."""
+    if torch.device(dev).type == "cuda":
+        torch.cuda.empty_cache()

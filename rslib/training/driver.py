@@ -73,7 +73,8 @@ def run_training(
     training, for the ensemble weights fitted on held-out data. ``dataset_settings`` is the
     configuration's ``datasets.<dataset>`` entry, which a dataset of the user's own is read from
     (:func:`rslib.data.registry.dataset_info`); ``method_module`` (``methods.<method>.module``)
-    names the class of a method of the user's own.
+    names the class of a method of the user's own; the SHA-256 of the file defining that class
+    belongs to the resume key and is saved with the model (``extra["method_source"]``).
     Returns the ``extra`` record saved with the model.
     """
     from rslib.certification.noise import mix_seed
@@ -90,6 +91,7 @@ def run_training(
         OptimConfig,
         train_loop,
     )
+    from rslib.training.user_methods import source_digest
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -110,6 +112,11 @@ def run_training(
     # belong to the resume key: other images start afresh instead of resuming an old curve.
     key: dict[str, Any] = {"spec": spec.__dict__, "curve": curve, "heldout": heldout_images,
                            "train_version": STAGE_VERSIONS["train"]}
+    method_source = None
+    if method_module is not None:
+        # an edited loss must not resume (or return) the state the old one trained
+        method_source = {"module": method_module, "sha256": source_digest(method_cls)}
+        key["method_source"] = method_source["sha256"]
     if curve_config is not None:
         key["curve_images"] = curve_images(curve_config, eval_indices)
     run_key = provenance.config_hash(key)
@@ -147,6 +154,8 @@ def run_training(
         "history": state.history,
         "provenance": provenance.collect(dev, {"spec": spec.__dict__}),
     }
+    if method_source is not None:
+        extra["method_source"] = method_source
     if out_curve is not None:
         write_curve(state.history, out_curve)
     save_model(out_model, model, spec, extra)

@@ -15,7 +15,9 @@ No torch at import time: the workflow imports this module while it builds the DA
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -89,3 +91,18 @@ def load_method_class(spec: str, where: str) -> type[Any]:
     if cls.label is not None and not (isinstance(cls.label, str) and cls.label):
         raise ConfigError(f"{where}: {cls.__name__}.label must be a non-empty string or None, got {cls.label!r}")
     return cls
+
+
+def source_digest(cls: type[Any]) -> str:
+    """SHA-256 of the file that defines ``cls`` (``inspect.getsourcefile``), or "" for a class
+    with no source file. The train rule's ``version`` and the training state's resume key carry
+    it, so that editing that file retrains the method's models, from epoch 0. Files the module
+    imports are not part of it (docs/methods.md, "Your own method")."""
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:  # a built-in or a class of a module without a file
+        path = None
+    if path is None or not os.path.isfile(path):
+        return ""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()

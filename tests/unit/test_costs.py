@@ -38,6 +38,21 @@ def test_measure_costs_times_real_steps():
            for r in records})
 
 
+def test_certify_timing_reports_the_batch_memory_allowed(monkeypatch):
+    """A network that runs out of memory above 200 samples: Smooth halves 1000 to 500, then 200,
+    during the warm-up, and the record names 200, the batch the timed calls ran at."""
+    import torch
+    from tiny_models import OutOfMemoryAbove
+
+    from rslib.costs.measure import time_certify_sample
+    from rslib.models.checkpoint import ModelSpec
+
+    build = ModelSpec.build
+    monkeypatch.setattr(ModelSpec, "build", lambda spec: OutOfMemoryAbove(build(spec), limit=200))
+    seconds, batch = time_certify_sample("digits", "small_cnn", torch.device("cpu"), batch_size=1000, steps=1, warmup=1)
+    assert batch == 200 and math.isfinite(seconds) and seconds > 0
+
+
 MEASURED = [
     {"kind": "train", "dataset": "digits", "arch": "small_cnn", "method": "gaussian", "sigma": 0.25,
      "batch_size": 64, "seconds_per_step": 0.5},

@@ -18,7 +18,7 @@ from rslib.ensembles.certify import certify_ensemble, certify_from_outputs
 from rslib.ensembles.outputs import compute_member_outputs, load_outputs, member_logits, save_outputs
 from rslib.certification.noise import NoiseStream
 from rslib.certification.smooth import Smooth
-from tiny_models import tiny_model
+from tiny_models import OutOfMemoryAbove, cudnn_workspace_error, tiny_model
 
 SIGMA = 0.25
 ALPHA = 0.001
@@ -75,6 +75,34 @@ def test_member_logits_counts_equal_sample_counts(members, dataset, phase, num):
         # the batch size must not matter (whole noise blocks)
         z_big = member_logits(model, x, num, 1000, NoiseStream(SEED), SIGMA, i, phase)
         assert torch.equal(z, z_big)
+
+
+def test_member_outputs_back_off_when_the_device_runs_out_of_memory(members, dataset):
+    """1000 samples per batch fail above 200 (here as cuDNN's allocation failure): the estimation
+    phase of the first image is halved to 500, then 200, one log line each, and later images
+    keep 200; the stored logits and counts equal those of a run at 100 from the start."""
+    lines = []
+    failing = OutOfMemoryAbove(members[0], limit=200, error=cudnn_workspace_error)
+    out = compute_member_outputs(failing, dataset, IMAGES, N0, N, 1000, SEED, SIGMA, log=lines.append)
+    reference = compute_member_outputs(members[0], dataset, IMAGES, N0, N, BATCH, SEED, SIGMA)
+    for key in ("selection", "estimation", "selection_counts", "estimation_counts"):
+        assert torch.equal(out[key], reference[key]), key
+    assert lines == [
+        f"out of memory on cpu at {a} noisy samples per batch: continuing with {b} "
+        "(the same noise samples: the stored outputs do not change)" for a, b in ((1000, 500), (500, 200))
+    ]
+    assert max(failing.batches) == 200
+
+
+def test_member_outputs_raise_other_errors_and_at_one_block(members, dataset):
+    with pytest.raises(RuntimeError, match="CUDNN_STATUS_ALLOC_FAILED"):
+        compute_member_outputs(OutOfMemoryAbove(members[0], limit=50, error=cudnn_workspace_error),
+                               dataset, IMAGES, N0, N, 1000, SEED, SIGMA, log=lambda line: None)
+    fault = OutOfMemoryAbove(members[0], limit=200, error=lambda size: RuntimeError("CUDA error: misaligned address"))
+    lines = []
+    with pytest.raises(RuntimeError, match="misaligned address"):
+        compute_member_outputs(fault, dataset, IMAGES, N0, N, 1000, SEED, SIGMA, log=lines.append)
+    assert lines == []
 
 
 def test_compute_member_outputs_layout_float32_exact_and_float16(members, dataset):

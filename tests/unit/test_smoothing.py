@@ -22,6 +22,7 @@ from rslib.certification.bounds import certified_radius, lower_confidence_bound,
 from rslib.certification.smooth import Smooth
 from rslib.certification.tsv import HEADER
 from rslib.runtime.errors import CertificateError
+from tiny_models import OutOfMemoryAbove, caching_allocator_error, cudnn_workspace_error
 
 
 # --- the closed-form linear model ---------------------------------------------------------------
@@ -343,28 +344,14 @@ def test_predict_is_batch_size_invariant():
         assert len(results) == 1, (index, results)
 
 
-class OutOfMemoryAbove(nn.Module):
-    """``base`` that raises torch's out-of-memory error, as the CUDA caching allocator raises it,
-    on any batch of more than ``limit`` inputs; records the batch sizes it classified."""
-
-    def __init__(self, base: nn.Module, limit: int):
-        super().__init__()
-        self.base, self.limit, self.batches = base, limit, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) > self.limit:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} samples' activations")
-        self.batches.append(len(x))
-        return self.base(x)
-
-
-def test_out_of_memory_halves_the_batch_and_keeps_the_certificate():
+@pytest.mark.parametrize("error", [caching_allocator_error, cudnn_workspace_error])
+def test_out_of_memory_halves_the_batch_and_keeps_the_certificate(error):
     """1000 samples per batch fail above 300: halved to 500, then 200 (whole blocks of 100), one log
     line each; the counts and certificates equal a run at 200 from the start, and later calls
-    keep 200 without failing again."""
+    keep 200 without failing again. cuDNN's allocation failure counts as running out of memory."""
     x, _ = point_with_p1(0.8)
     lines = []
-    model = OutOfMemoryAbove(linear_base(), limit=300)
+    model = OutOfMemoryAbove(linear_base(), limit=300, error=error)
     smooth = Smooth(model, 2, SIGMA, noise_seed=5, device="cpu", log=lines.append)
     reference = Smooth(linear_base(), 2, SIGMA, noise_seed=5, device="cpu")
     got = [smooth.certify(x, N0, 1050, ALPHA, 1000, index=i) for i in range(3)]
@@ -376,6 +363,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_certificate():
         "the certificate does not change)",
     ]
     assert set(model.batches) == {100, 200, 50}  # n0 = one block; 1050 = 5 x 200 + 50
+    assert smooth.batch_limit == 200
     counts = smooth.sample_counts(x, 1050, 1000, 9, "estimation")
     assert torch.equal(counts, reference.sample_counts(x, 1050, 200, 9, "estimation"))
     assert len(lines) == 2
@@ -409,6 +397,17 @@ def test_out_of_memory_at_one_block_is_raised():
     smooth = Smooth(OutOfMemoryAbove(linear_base(), limit=50), 2, SIGMA, device="cpu", log=lambda line: None)
     with pytest.raises(torch.OutOfMemoryError):
         smooth.certify(point_with_p1(0.8)[0], N0, 1000, ALPHA, 1000, index=0)
+
+
+def test_other_device_errors_are_not_retried():
+    """A CUDA fault that is not an allocation failure is raised at once, with no smaller batch."""
+    lines = []
+    model = OutOfMemoryAbove(linear_base(), limit=300,
+                             error=lambda size: RuntimeError("CUDA error: an illegal memory access was encountered"))
+    smooth = Smooth(model, 2, SIGMA, device="cpu", log=lines.append)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        smooth.certify(point_with_p1(0.8)[0], N0, 1000, ALPHA, 1000, index=0)
+    assert lines == [] and smooth.batch_limit is None
 
 
 # --- PREDICT ----------------------------------------------------------------------------------

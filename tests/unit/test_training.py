@@ -258,3 +258,42 @@ def test_changed_curve_images_do_not_resume_the_old_training_state(digits_meta, 
     # the same images again: the finished state is resumed (no training), same curve
     assert run(tmp_path / "a", tmp_path / "ckpt", new_images) == fresh
     assert "resuming from" in capfd.readouterr().err
+
+
+def test_an_edited_user_method_does_not_resume_its_old_training_state(digits_meta, tmp_path, monkeypatch, capfd):
+    """The SHA-256 of the file defining a method of the user's own belongs to the resume key and is
+    saved with the model: after that file changes, a rerun trains from epoch 0 instead of returning
+    the finished state of the old loss; with the file unchanged, the finished state is resumed."""
+    import hashlib
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the loader appends the working directory
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "um_edited_loss.py"
+    source.write_text((REPO / "tests/workflow/user_method.py").read_text())
+    hparams = dict(HPARAMS, epochs=1, num_noise_vec=1, label_smoothing=0.1)
+
+    def run() -> dict:
+        return run_training(
+            data_meta=digits_meta, out_model=tmp_path / "m.pt", checkpoint_dir=tmp_path / "ckpt", dataset="digits",
+            arch="small_cnn", method="gaussian_ls", method_module="um_edited_loss", sigma=0.25, seed=0,
+            hparams=hparams, device="cpu",
+        )
+
+    def digest() -> str:
+        return hashlib.sha256(source.read_bytes()).hexdigest()
+
+    try:
+        first = run()
+        assert first["method_source"] == {"module": "um_edited_loss", "sha256": digest()}
+        assert load_model(tmp_path / "m.pt")[2]["method_source"] == first["method_source"]
+        capfd.readouterr()
+        run()
+        assert "resuming from" in capfd.readouterr().err
+        source.write_text(source.read_text() + "\n# the loss, edited\n")
+        edited = run()
+        err = capfd.readouterr().err
+        assert "discarding training state" in err and "resuming from" not in err
+        assert edited["method_source"]["sha256"] == digest() != first["method_source"]["sha256"]
+    finally:
+        sys.modules.pop("um_edited_loss", None)

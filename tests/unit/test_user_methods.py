@@ -191,6 +191,25 @@ def test_the_users_rows_follow_the_papers_in_single_model_artefacts(module_here)
     assert all(Source(**source_params(s)) == s for s in relabelled.artefact_sources("table1"))
 
 
+def test_editing_the_users_module_changes_only_its_training_jobs_version(module_here, tmp_path):
+    """The train rule's ``version`` param: the paper's methods keep the bare stage version (their
+    jobs' params are unchanged), a method of the user's own adds the SHA-256 of its file, so that
+    Snakemake reruns its training (params changed) after the file is edited."""
+    import hashlib
+
+    from rslib.runtime.versions import STAGE_VERSIONS
+
+    plan = plan_of(user_config())
+    digest = hashlib.sha256(USER_METHOD.encode()).hexdigest()
+    assert plan.user_methods["gaussian_ls"].source_sha256 == digest
+    assert plan.train_version("macer") == STAGE_VERSIONS["train"]
+    assert plan.train_version("gaussian_ls") == f"{STAGE_VERSIONS['train']}+{digest[:16]}"
+    (tmp_path / "user_method.py").write_text(USER_METHOD + "\n# the loss, edited\n")
+    edited = plan_of(user_config())
+    assert edited.train_version("macer") == STAGE_VERSIONS["train"]
+    assert edited.train_version("gaussian_ls") not in (plan.train_version("gaussian_ls"), STAGE_VERSIONS["train"])
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["methods"]["gaussian_ls"]["digits"]["hparams"].update(label_smothing=0.2),
      "methods.gaussian_ls.digits.hparams: gaussian_ls does not read hyper-parameter 'label_smothing'; "

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from latex_helpers import check_tex_artefact, require_pdflatex
-from workflow_helpers import REPO, SNAKEMAKE, snakemake
+from workflow_helpers import REPO, SNAKEMAKE, job_counts, snakemake
 
 CONFIG = REPO / "tests/configs/user_method.yaml"
 MODULE = Path(__file__).with_name("user_method.py")
@@ -101,3 +101,25 @@ def test_the_module_is_found_on_pythonpath_and_a_misspelt_key_is_refused_before_
     assert result.returncode != 0
     assert ("methods.gaussian_ls.digits.hparams: gaussian_ls does not read hyper-parameter 'label_smothing'; "
             "did you mean 'label_smoothing'?") in result.stdout + result.stderr  # Snakemake prints it on stdout
+
+
+def test_editing_the_users_module_retrains_only_its_models(user_run):
+    """The train rule's version carries the SHA-256 of the user's module: after the file is edited, a
+    dry run schedules its model's training again (params changed), and MACER's not at all."""
+    module = user_run / MODULE.name
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# the loss, edited\n")
+        result = snakemake(user_run, "-n", *TARGETS, config=CONFIG)
+        assert result.returncode == 0, result.stderr[-3000:]
+        out = result.stdout + result.stderr
+        assert job_counts(result)["train"] == 1
+        assert ": train gaussian_ls on digits, sigma=0.25, seed 0" in out and "train macer" not in out
+        assert "Params have changed since last execution" in out
+        outputs = [line.strip() for line in out.splitlines() if line.strip().startswith("output: ")]
+        assert "output: results/outputs/digits/gaussian_ls/sigma0.25/seed0/shards/0.npz" in outputs
+        assert not any("digits/macer/" in line for line in outputs), outputs  # MACER's outputs and certificate stay
+    finally:
+        module.write_text(original)
+    unchanged = snakemake(user_run, "-n", *TARGETS, config=CONFIG)  # the same bytes again: the same version
+    assert unchanged.returncode == 0 and "rule train:" not in unchanged.stdout + unchanged.stderr
