@@ -33,7 +33,9 @@ Correctness, on the chosen device:
 * ``torchscript_model``: a network as a TorchScript archive, imported as the workflow imports it
   (``rslib.models.released.load_any_model``), saved as an rslib model file and loaded on the
   device (channels-last on CUDA): its certificates equal those of the imported network, and
-  agree with the eager network it was scripted from.
+  agree with the eager network it was scripted from;
+* ``exported_model``: the same for a ``torch.export`` archive (``.pt2``, format ``exported``) of
+  the network exported on the CPU with a dynamic batch, run on the device;
 
 Speed (``--smoke`` shrinks every size; its figures exercise the code and estimate nothing):
 
@@ -518,19 +520,27 @@ def check_oom_backoff(sizes: Sizes, device: torch.device):
     return ("pass" if same else "fail"), summary, figures
 
 
-def check_torchscript_model(sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
+def check_archive_model(fmt: str, sizes: Sizes, device: torch.device, models: list[torch.nn.Module], workdir: Path):
+    """``torchscript_model`` / ``exported_model``: the network saved as a TorchScript or torch.export archive."""
     import copy
 
     from rslib.certification.smooth import Smooth
     from rslib.models.checkpoint import load_model, save_model, torchscript_deprecation_silenced
     from rslib.models.released import load_any_model
 
-    archive = workdir / "network.ts"
-    with torchscript_deprecation_silenced():
-        torch.jit.save(torch.jit.script(copy.deepcopy(models[0][1]).cpu().eval()), str(archive))
-    imported, spec, record = load_any_model(archive, "torchscript", dataset="cifar10", sigma=0.25,
-                                            input_layer="normalize", device=device)
-    path = workdir / "torchscript_model.pt"
+    network = copy.deepcopy(models[0][1]).cpu().eval()
+    if fmt == "torchscript":
+        archive, what = workdir / "network.ts", "TorchScript"
+        with torchscript_deprecation_silenced():
+            torch.jit.save(torch.jit.script(network), str(archive))
+    else:
+        archive, what = workdir / "network.pt2", "Exported (torch.export)"
+        program = torch.export.export(network, (torch.rand(2, 3, 32, 32),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, str(archive))
+    imported, spec, record = load_any_model(archive, fmt, dataset="cifar10", sigma=0.25, input_layer="normalize",
+                                            device=device)
+    path = workdir / f"{fmt}_model.pt"
     save_model(path, imported, spec, {"imported": record})
     loaded, _, _ = load_model(path, dataset="cifar10", sigma=0.25, device=device, allow_code=True)
     test = Prototypes(seed=3).test_set(sizes.certify_images)
@@ -547,7 +557,7 @@ def check_torchscript_model(sizes: Sizes, device: torch.device, models: list[tor
     if not figures["model_file_equals_imported"]:
         return "fail", "the model file's certificates differ from the imported network's", figures
     status = "pass" if agreement >= 0.9 else "warn"
-    return status, (f"TorchScript network imported, saved, loaded on {device.type}: {len(test)} certificates equal "
+    return status, (f"{what} network imported, saved, loaded on {device.type}: {len(test)} certificates equal "
                     f"the imported network's; predictions agree with the eager network on {agreement:.0%}"), figures
 
 
@@ -746,7 +756,9 @@ def main(argv: list[str] | None = None) -> int:
             checks.append(run_check("stored_vs_direct", lambda: check_stored_vs_direct(sizes, device, models, work)))
             checks.append(run_check("certify_adaptive", lambda: check_certify_adaptive(sizes, device, models)))
             checks.append(run_check("checkpoint_to_cpu", lambda: check_checkpoint_to_cpu(sizes, device, models, work)))
-            checks.append(run_check("torchscript_model", lambda: check_torchscript_model(sizes, device, models, work)))
+            for fmt in ("torchscript", "exported"):
+                checks.append(run_check(f"{fmt}_model",
+                                        lambda fmt=fmt: check_archive_model(fmt, sizes, device, models, work)))
         checks.append(run_check("oom_backoff", lambda: check_oom_backoff(sizes, device)))
         if not args.skip_speed:
             checks.append(run_check("certify_speed", lambda: check_certify_speed(sizes, device)))

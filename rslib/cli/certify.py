@@ -45,6 +45,7 @@ examples:
   python -m rslib certify my_test.npz mynet.pt 0.25 out.tsv                          # an .npz file of yours
   python -m rslib certify my_images/ model.ts 0.5 out.tsv --image-size 32            # a folder of yours
   python -m rslib certify cifar10 model.ts 0.5 out.tsv                                # a TorchScript file
+  python -m rslib certify cifar10 model.pt2 0.5 out.tsv                               # a torch.export file
   python -m rslib certify cifar10 weights.pth 0.5 out.tsv --arch mypkg.nets:wide_resnet \\
       --mean 0.4914 0.4822 0.4465 --std 0.2023 0.1994 0.2010                          # a state dict
   python -m rslib certify cifar10 noise_0.25/checkpoint.pth.tar 0.25 out.tsv --format cohen
@@ -53,11 +54,13 @@ examples:
 MODEL may be
   an rslib model file (written by the workflow or rslib.models.checkpoint.save_model),
   a TorchScript archive (torch.jit.save of a scripted or traced network; recognised by itself),
+  a torch.export archive (.pt2: torch.export.save of the network exported in eval mode with a
+      dynamic batch dimension, dynamic_shapes=({0: torch.export.Dim("batch")},); recognised by itself),
   a state dict (torch.save(net.state_dict())) with --arch package.module:function, a function
       called with no arguments that returns the network (importable: installed, or its folder
       on PYTHONPATH),
   a checkpoint of a reference repository with --format cohen|consistency|smoothmix|smoothadv|macer.
-A TorchScript or state-dict network gets the [0, 1] pixels plus noise as they are, unless
+A TorchScript, exported or state-dict network gets the [0, 1] pixels plus noise as they are, unless
 --input-layer or --mean/--std say which normalisation it expects (the noise is always added to
 [0, 1] pixels, never clipped: rslib's and Cohen et al.'s convention).
 
@@ -120,13 +123,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="CPU threads of torch (default: torch's own choice; 1 is often faster on a busy machine)")
     model = parser.add_argument_group("the model file")
     model.add_argument("--format", choices=RELEASED_FORMATS,
-                       help="the file's format when it is not an rslib model file or a TorchScript archive")
+                       help="the file's format when it is not an rslib model file, a TorchScript or a torch.export "
+                            "archive")
     model.add_argument("--arch", metavar="PACKAGE.MODULE:FUNCTION",
                        help="for a state dict: the function that returns the network (implies --format state_dict)")
     model.add_argument("--input-layer", choices=INPUT_LAYERS,
                        help="the network's input normalisation on a registered dataset's constants: normalize "
-                            "((x - mean) / std), center (x - mean) or none (default for torchscript and state_dict; "
-                            "smoothadv files outside their release archive need it)")
+                            "((x - mean) / std), center (x - mean) or none (default for torchscript, exported and "
+                            "state_dict; smoothadv files outside their release archive need it)")
     model.add_argument("--mean", type=float, nargs="+", metavar="M",
                        help="per-channel mean of the network's input normalisation (with --std)")
     model.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std (with --mean)")
@@ -134,8 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="load a checkpoint that also pickles Python objects (runs code from the file: only for "
                             "a source you trust)")
     model.add_argument("--allow-code", action="store_true",
-                       help="load an rslib model file whose network is TorchScript or named by a builder (runs "
-                            "code: only for a source you trust)")
+                       help="load an rslib model file whose network is TorchScript, exported or named by a builder "
+                            "(runs code: only for a source you trust)")
     parser.add_argument("--data-dir", default="data", help="where datasets are prepared (default ./data)")
 
 

@@ -41,7 +41,7 @@ from rslib.experiment.comparability import configuration_deviations
 from rslib.experiment.config import merged_hparams, method_datasets, sigma_key
 from rslib.experiment.paths import Paths
 from rslib.experiment.released_files import missing_files_message
-from rslib.models.formats import GENERIC_FORMATS
+from rslib.models.formats import GENERIC_FORMATS, GENERIC_FORMATS_TEXT
 from rslib.runtime.errors import ConfigError, DataError
 from rslib.runtime.versions import STAGE_VERSIONS
 from rslib.training.hparams import METHOD_KEYS, check_hparam_keys
@@ -53,8 +53,9 @@ def _released_network(where: str, entry: Mapping[str, Any], dataset_arch: str) -
     """(arch, input_layer) that the import of a ``released.<σ>`` entry gets
     (:func:`rslib.models.released.released_model`): for the reference formats the dataset's
     ``arch`` and the entry's ``input_layer`` (the values of every earlier version, so existing
-    imports keep their params); for ``state_dict`` its ``builder``, for ``torchscript`` None; and
-    for both ``{"mean", "std"}`` when the entry gives them. Inconsistent keys raise ConfigError."""
+    imports keep their params); for ``state_dict`` its ``builder``, for ``torchscript`` and
+    ``exported`` None; and for all three ``{"mean", "std"}`` when the entry gives them.
+    Inconsistent keys raise ConfigError."""
     fmt = entry["format"]
     has_norm = "mean" in entry or "std" in entry
     if fmt not in GENERIC_FORMATS:
@@ -62,15 +63,15 @@ def _released_network(where: str, entry: Mapping[str, Any], dataset_arch: str) -
             raise ConfigError(f"{where}: builder applies to format state_dict only (format {fmt} reads its "
                               f"architecture from the file)")
         if has_norm:
-            raise ConfigError(f"{where}: mean/std apply to formats {' and '.join(GENERIC_FORMATS)}; format {fmt} takes "
+            raise ConfigError(f"{where}: mean/std apply to formats {GENERIC_FORMATS_TEXT}; format {fmt} takes "
                               f"input_layer (normalize, center, none)")
         return dataset_arch, entry.get("input_layer")
     if fmt == "state_dict" and "builder" not in entry:
         raise ConfigError(f"{where}: format state_dict needs builder: \"package.module:function\", the function "
                           f"that returns the network its weights fit")
-    if fmt == "torchscript" and "builder" in entry:
-        raise ConfigError(f"{where}: builder applies to format state_dict only (a TorchScript archive holds its "
-                          f"network)")
+    if fmt != "state_dict" and "builder" in entry:
+        what = "a TorchScript" if fmt == "torchscript" else "a torch.export"
+        raise ConfigError(f"{where}: builder applies to format state_dict only ({what} archive holds its network)")
     if has_norm and not ("mean" in entry and "std" in entry):
         raise ConfigError(f"{where}: give both mean and std (the input normalisation (x - mean) / std)")
     if has_norm and "input_layer" in entry:

@@ -14,11 +14,12 @@ Architectures (``000`` Sec. 4: "the same architectures as in [4]"):
 * ``resnet50`` — torchvision's ResNet-50 for ImageNet.
 * ``small_cnn`` — a tiny CNN for the embedded ``digits`` demo.
 
-Networks of other codebases (:mod:`rslib.models.released`, formats ``torchscript`` and
-``state_dict``) keep the same layout, ``Sequential(InputNormalization, network)``
+Networks of other codebases (:mod:`rslib.models.released`, formats ``torchscript``,
+``exported`` and ``state_dict``) keep the same layout, ``Sequential(InputNormalization, network)``
 (:func:`with_input_layer`): a ``"package.module:function"`` builder (:func:`resolve_builder`)
-is a valid ``arch`` of :func:`build_model`, and :data:`TORCHSCRIPT` names a network stored as a
-TorchScript archive inside its model file (:mod:`rslib.models.checkpoint`).
+is a valid ``arch`` of :func:`build_model`, and :data:`TORCHSCRIPT` and :data:`EXPORTED` name a
+network stored as a TorchScript or ``torch.export`` archive inside its model file
+(:mod:`rslib.models.checkpoint`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 #: :func:`rslib.models.checkpoint.load_model`, not by :func:`build_model`)
 TORCHSCRIPT = "torchscript"
 
+#: ``arch`` of a network stored as a ``torch.export`` archive (an ExportedProgram, ``.pt2``) in its
+#: model file (rebuilt by :func:`rslib.models.checkpoint.load_model`, not by :func:`build_model`)
+EXPORTED = "exported"
+
 
 _BUILDER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
@@ -189,8 +194,9 @@ def build_model(
     """``Sequential(InputNormalization(mean, std), backbone)`` for a registered architecture, or
     for a builder ``"package.module:function"`` (:func:`resolve_builder`; its network must fit
     ``num_classes`` and ``in_channels`` itself)."""
-    if arch == TORCHSCRIPT:
-        raise ValueError("a TorchScript network is stored in its model file: load it with "
+    if arch in (TORCHSCRIPT, EXPORTED):
+        what = "a TorchScript" if arch == TORCHSCRIPT else "an exported (torch.export)"
+        raise ValueError(f"{what} network is stored in its model file: load it with "
                          "rslib.models.checkpoint.load_model")
     if not is_builder(arch) and arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}, or a builder "

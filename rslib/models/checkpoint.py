@@ -10,9 +10,12 @@ Two kinds of network are stored differently. A registered architecture or a buil
 loaded with the weights in ``state_dict``. A TorchScript network (``arch`` :data:`TORCHSCRIPT`,
 imported by :mod:`rslib.models.released`) is stored whole: its archive, as written by
 ``torch.jit.save``, is the uint8 tensor ``torchscript`` of the file, and ``state_dict`` is
-empty. The file itself is always read with torch's weights-only loader; rebuilding a TorchScript
-or builder network runs code (TorchScript from the file, or the named function), so
-:func:`load_model` does it only with ``allow_code=True``.
+empty. An exported network (``arch`` :data:`EXPORTED`: ``torch.export.save`` of an
+``ExportedProgram``, the ``.pt2`` archive that torch 2.14 recommends over TorchScript) is stored
+the same way, as the uint8 tensor ``exported``. The file itself is always read with torch's
+weights-only loader; rebuilding a TorchScript, exported or builder network runs code (the
+graph from the file, or the named function), so :func:`load_model` does it only with
+``allow_code=True``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import torch
 
-from rslib.models.architectures import TORCHSCRIPT, build_model, is_builder, with_input_layer
+from rslib.models.architectures import EXPORTED, TORCHSCRIPT, build_model, is_builder, with_input_layer
 from rslib.runtime.errors import CheckpointError, force_rebuild
 from rslib.runtime.io import atomic_path
 
@@ -79,6 +82,13 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, spec: ModelSpec,
             torch.jit.save(network, archive)
         blob["state_dict"] = {}
         blob["torchscript"] = torch.frombuffer(bytearray(archive.getvalue()), dtype=torch.uint8)
+    elif spec.arch == EXPORTED:
+        network = model[1]
+        if not isinstance(network, ExportedNetwork):
+            raise TypeError(f"save_model: arch {EXPORTED!r} needs an ExportedNetwork (load_exported) behind the input "
+                            f"layer, got {type(network).__name__}")
+        blob["state_dict"] = {}
+        blob["exported"] = torch.frombuffer(bytearray(network.archive), dtype=torch.uint8)
     else:
         blob["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -147,9 +157,9 @@ def load_model(
     """Rebuild a saved model; refuse it if it was trained for another dataset, σ or method.
 
     Returns ``(model in eval mode on device, spec, extra)``. The file is read weights-only; a
-    TorchScript network or one built by a ``"package.module:function"`` builder (module
-    docstring) is rebuilt only with ``allow_code=True`` — loading it runs code — and refused
-    with one line otherwise.
+    TorchScript or exported network, or one built by a ``"package.module:function"`` builder
+    (module docstring), is rebuilt only with ``allow_code=True`` — loading it runs code — and
+    refused with one line otherwise.
     """
     blob = read_checkpoint(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
@@ -163,18 +173,19 @@ def load_model(
         raise CheckpointError(f"model {path} was trained at sigma={spec.sigma:g} but is used at sigma={sigma:g}")
     if method is not None and spec.method != method:
         raise CheckpointError(f"model {path} was trained with {spec.method!r}, not {method!r}")
-    if (spec.arch == TORCHSCRIPT or is_builder(spec.arch)) and not allow_code:
-        how = ("holds its network as a TorchScript archive, which torch runs as code when it loads it"
-               if spec.arch == TORCHSCRIPT else f"rebuilds its network by importing and calling {spec.arch!r}")
+    if (spec.arch in (TORCHSCRIPT, EXPORTED) or is_builder(spec.arch)) and not allow_code:
+        how = {TORCHSCRIPT: "holds its network as a TorchScript archive, which torch runs as code when it loads it",
+               EXPORTED: "holds its network as a torch.export archive, whose graph torch rebuilds and runs when it "
+                         "loads it"}.get(spec.arch, f"rebuilds its network by importing and calling {spec.arch!r}")
         raise CheckpointError(f"{path} {how}; load it only if you trust its source: load_model(..., allow_code=True), "
                               f"or rslib certify --allow-code")
-    if spec.arch == TORCHSCRIPT:
-        archive = blob.get("torchscript")
+    if spec.arch in (TORCHSCRIPT, EXPORTED):
+        what, load = ("TorchScript", load_torchscript) if spec.arch == TORCHSCRIPT else ("torch.export", load_exported)
+        archive = blob.get(spec.arch)
         if not isinstance(archive, torch.Tensor) or archive.dtype != torch.uint8:
-            raise CheckpointError(f"{path}: arch {TORCHSCRIPT!r} but no TorchScript archive in the file; "
+            raise CheckpointError(f"{path}: arch {spec.arch!r} but no {what} archive in the file; "
                                   f"recover: {force_rebuild(path)}")
-        model = with_input_layer(load_torchscript(archive.numpy().tobytes(), f"the archive in {path}"),
-                                 spec.mean, spec.std)
+        model = with_input_layer(load(archive.numpy().tobytes(), f"the archive in {path}"), spec.mean, spec.std)
     else:
         try:
             model = spec.build()
@@ -206,6 +217,98 @@ def load_torchscript(source: str | os.PathLike | bytes, where: str | None = None
     return network.eval()
 
 
+class ExportedNetwork(torch.nn.Module):
+    """The network of a ``torch.export`` archive (``ExportedProgram.module()``), with the archive's
+    bytes, which :func:`save_model` stores unchanged. An exported graph keeps the mode it was
+    exported in (torch refuses ``eval()`` on it), so ``train``/``eval`` set only this wrapper's
+    flag; :func:`load_exported` checks that the graph computes each image on its own, as an
+    eval-mode network does."""
+
+    def __init__(self, program: torch.nn.Module, archive: bytes):
+        super().__init__()
+        self.program = program
+        self.archive = archive
+
+    def train(self, mode: bool = True) -> ExportedNetwork:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def load_exported(source: str | os.PathLike | bytes, where: str | None = None) -> ExportedNetwork:
+    """The network of a ``torch.export.save`` archive (``.pt2``; a file or its bytes), on the CPU;
+    one :class:`CheckpointError` line, naming ``where`` (default: the file), when it is not one, or
+    when it cannot classify batches of any size: certification feeds 1 to ``batch_size`` noisy
+    images at a time, so the program must take one input whose first dimension is dynamic, with
+    no upper bound, and classify each image on its own (:data:`EXPORT_HINT`)."""
+    where = where or str(source)
+    if isinstance(source, (str, os.PathLike)):
+        if not Path(source).is_file():
+            raise CheckpointError(f"checkpoint not found: {source}")
+        source = Path(source).read_bytes()
+    try:
+        program = torch.export.load(io.BytesIO(source))
+    except Exception as exc:  # torch.export.load raises RuntimeError, KeyError … on files of other kinds
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        raise CheckpointError(f"{where} is not a torch.export archive that torch.export.load reads: {reason}") from None
+    image_shape = _check_batch_dimension(program, where)
+    network = ExportedNetwork(program.module(), bytes(source))
+    if image_shape is not None:
+        _check_inference_behaviour(network, image_shape, where)
+    return network
+
+
+#: how to export a network that certification can run (:func:`load_exported`)
+EXPORT_HINT = ("export it with torch.export.export(net.eval(), (x,), "
+               "dynamic_shapes=({0: torch.export.Dim('batch')},))")
+
+
+def _check_batch_dimension(program: Any, where: str) -> tuple[int, ...] | None:
+    """One user input, whose first dimension is symbolic with no upper bound; returns the shape of
+    one image when its other dimensions are fixed (None when they are dynamic too)."""
+    inputs = [node for node in program.graph.nodes
+              if node.op == "placeholder" and node.name in program.graph_signature.user_inputs]
+    if len(inputs) != 1:
+        raise CheckpointError(f"{where}: the exported program takes {len(inputs)} inputs; a classifier takes one "
+                              f"batch of images: {EXPORT_HINT}")
+    value = inputs[0].meta.get("val")
+    batch = value.shape[0] if value is not None and value.dim() > 0 else None
+    if not isinstance(batch, torch.SymInt):
+        raise CheckpointError(f"{where}: the program was exported for batches of exactly {batch} images, but "
+                              f"certification feeds batches of any size: {EXPORT_HINT}")
+    # torch checks an upper bound at every call; a lower one of 2 (torch's own for a batch exported as
+    # dynamic) is not enforced, and the batch of one in _check_inference_behaviour shows it
+    bounds = program.range_constraints.get(batch.node.expr)
+    if bounds is not None and bounds.upper.is_Integer:
+        raise CheckpointError(f"{where}: the program was exported for batches of at most {int(bounds.upper)} images, "
+                              f"but certification feeds batches as large as its batch size (--batch, "
+                              f"certify.batch_size): {EXPORT_HINT}")
+    image = tuple(value.shape[1:])
+    return image if all(isinstance(d, int) for d in image) else None
+
+
+@torch.inference_mode()
+def _check_inference_behaviour(network: ExportedNetwork, image_shape: tuple[int, ...], where: str) -> None:
+    """Four random images classified together, the first alone, and the four again: an image's
+    logits must not depend on the rest of its batch (batch norm on batch statistics) nor change
+    between calls (dropout), as with a network exported in training mode, whose mode the graph
+    keeps. (Differences of float rounding between batch sizes pass.)"""
+    images = torch.rand((4, *image_shape), generator=torch.Generator().manual_seed(0))
+    try:
+        together, alone, again = network(images), network(images[:1]), network(images)
+    except Exception as exc:  # the graph's own failures: shapes, dtypes, ops
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{where}: the exported network fails on a batch of 4 images of shape "
+                              f"{image_shape}: {reason}") from None
+    if not (torch.allclose(together[:1], alone, rtol=1e-4, atol=1e-4)
+            and torch.allclose(together, again, rtol=1e-4, atol=1e-4)):
+        raise CheckpointError(f"{where}: the exported network's logits for an image depend on the rest of its batch "
+                              f"or change between calls, as in training mode (batch norm on batch statistics, "
+                              f"dropout); an exported graph keeps the mode it was exported in: {EXPORT_HINT}")
+
+
 @contextmanager
 def torchscript_deprecation_silenced() -> Iterator[None]:
     """Without torch's FutureWarning "`torch.jit.load` is deprecated" (torch 2.14): TorchScript
@@ -213,6 +316,19 @@ def torchscript_deprecation_silenced() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
         yield
+
+
+def is_exported_archive(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ``torch.export.save`` archive (a zip file with an ``archive_format``
+    record at its root folder), not a TorchScript archive or a ``torch.save`` file; reads only the
+    zip directory."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.count("/") == 1 and name.endswith("/archive_format") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def is_torchscript_archive(path: str | os.PathLike) -> bool:

@@ -34,20 +34,23 @@ Models of any other codebase (:data:`GENERIC_FORMATS`), whose architecture rslib
 
 ``torchscript`` — a TorchScript archive (``torch.jit.save`` of a scripted or traced network);
     the model file stores the archive (:mod:`rslib.models.checkpoint`).
+``exported`` — a ``torch.export`` archive (``torch.export.save`` of an ``ExportedProgram``, a
+    ``.pt2`` file) of the network in eval mode, with a dynamic, unbounded batch dimension
+    (:func:`rslib.models.checkpoint.load_exported` checks both); the model file stores the archive.
 ``state_dict`` — ``torch.save(net.state_dict())`` (a ``module.`` prefix of ``DataParallel`` is
     dropped) with the builder of ``net``, ``arch="package.module:function"``: a function called
     with no arguments that returns the network (:func:`rslib.models.architectures.resolve_builder`);
     the model file names the builder.
 
-Both networks take what their input layer gives them: by default nothing is done to the [0, 1]
+These networks take what their input layer gives them: by default nothing is done to the [0, 1]
 pixels (input layer ``none``); ``input_layer`` names one of the dataset's layers (``normalize``
 with the dataset's mean and std, ``center``) or gives ``{"mean": [...], "std": [...]}``
 (:func:`generic_input_layer`). Their class count is checked on one forward pass over a batch of
 the dataset's image shape.
 
 :func:`load_any_model` is the one loader of a model file of any supported kind: an rslib
-model file, a TorchScript archive (both recognised by their contents), or a file of a named
-format; the ``import_model`` rule and ``rslib certify`` (:mod:`rslib.cli`) use it.
+model file, a TorchScript or torch.export archive (all three recognised by their contents), or a
+file of a named format; the ``import_model`` rule and ``rslib certify`` (:mod:`rslib.cli`) use it.
 
 The CIFAR ResNets of all these repositories have the key names and shapes of
 :class:`rslib.models.architectures.CifarResNet` (``conv1``, ``bn1``, ``layer{1,2,3}.k.{conv1,bn1,conv2,bn2}``,
@@ -84,17 +87,32 @@ from typing import Any
 import torch
 
 from rslib.data.registry import DatasetInfo, dataset_info
-from rslib.models.architectures import ARCHITECTURES, TORCHSCRIPT, build_model, is_builder, with_input_layer
+from rslib.models.architectures import (
+    ARCHITECTURES,
+    EXPORTED,
+    TORCHSCRIPT,
+    build_model,
+    is_builder,
+    with_input_layer,
+)
 from rslib.models.checkpoint import (
     FORMAT,
     ModelSpec,
+    is_exported_archive,
     is_torchscript_archive,
+    load_exported,
     load_model,
     load_torchscript,
     pickled_object,
     read_checkpoint,
 )
-from rslib.models.formats import GENERIC_FORMATS, INPUT_LAYERS, REFERENCE_FORMATS, RELEASED_FORMATS
+from rslib.models.formats import (
+    GENERIC_FORMATS,
+    GENERIC_FORMATS_TEXT,
+    INPUT_LAYERS,
+    REFERENCE_FORMATS,
+    RELEASED_FORMATS,
+)
 from rslib.runtime.errors import CheckpointError
 from rslib.runtime.io import file_digest
 
@@ -291,7 +309,7 @@ def released_model(
 
     ``arch`` is the architecture the slot expects (``datasets.<name>.arch``; None: whatever the
     file holds), and for format ``state_dict`` the builder ``"package.module:function"`` of its
-    network; format ``torchscript`` ignores it. ``input_layer``: the module docstring.
+    network; formats ``torchscript`` and ``exported`` ignore it. ``input_layer``: the module docstring.
     """
     if fmt in GENERIC_FORMATS:
         return _generic_model(path, fmt, dataset=dataset, builder=arch, sigma=sigma, method=method, seed=seed,
@@ -300,7 +318,7 @@ def released_model(
         raise CheckpointError(f"unknown released-checkpoint format {fmt!r}; known: {', '.join(RELEASED_FORMATS)}")
     if input_layer is not None and not isinstance(input_layer, str):
         raise CheckpointError(f"format {fmt} takes input_layer {', '.join(INPUT_LAYERS)}; mean/std apply to formats "
-                              f"{' and '.join(GENERIC_FORMATS)}")
+                              f"{GENERIC_FORMATS_TEXT}")
     weights_key, default_layer = FORMATS[fmt]
     if input_layer is None:
         _check_release_root(path, fmt)
@@ -375,7 +393,7 @@ def _load_weights(path: str | os.PathLike, network: torch.nn.Module, state: Mapp
 
 def generic_input_layer(info: DatasetInfo, input_layer: str | Mapping[str, Any] | None
                         ) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
-    """(name, mean, std) of the input layer of a ``torchscript``/``state_dict`` network: ``None`` →
+    """(name, mean, std) of the input layer of a network of :data:`GENERIC_FORMATS`: ``None`` →
     ``none`` (the [0, 1] pixels as they are); a name of :data:`INPUT_LAYERS` → that layer on
     ``info``'s constants; ``{"mean": [...], "std": [...]}`` → (x − mean) / std, named like the
     dataset's layer it equals, else ``"mean=[…] std=[…]"``."""
@@ -423,9 +441,9 @@ def _generic_model(
         layer, mean, std = generic_input_layer(info, input_layer)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    if fmt == "torchscript":
-        arch = TORCHSCRIPT
-        model = with_input_layer(load_torchscript(path), mean, std)
+    if fmt in (TORCHSCRIPT, EXPORTED):
+        arch = fmt
+        model = with_input_layer((load_torchscript if fmt == TORCHSCRIPT else load_exported)(path), mean, std)
     else:
         if not isinstance(builder, str) or not is_builder(builder):
             raise CheckpointError(f"{path}: format state_dict needs the function that builds its network, "
@@ -495,9 +513,9 @@ def load_any_model(
     refused when trained for another dataset or σ; ``allow_code`` there; the record is the file's
     ``extra``); a format of :data:`RELEASED_FORMATS` — :func:`released_model` with ``arch``,
     ``input_layer``, ``allow_pickle``, ``method``, ``seed`` and ``entry`` (the record is the import
-    record; ``method`` and ``seed`` only label the spec); None — an rslib model file or a
-    TorchScript archive, told apart by their contents, anything else refused with a line that
-    lists the formats to name.
+    record; ``method`` and ``seed`` only label the spec); None — an rslib model file, a
+    TorchScript archive or a torch.export archive, told apart by their contents, anything else
+    refused with a line that lists the formats to name.
 
     ``dataset`` is a registered dataset's name, or the :class:`DatasetInfo` of images of the
     user's own to certify (``rslib certify FILE.npz|FOLDER``,
@@ -507,7 +525,8 @@ def load_any_model(
     the labels against it).
     """
     if fmt is None:
-        fmt = "torchscript" if is_torchscript_archive(path) else "rslib"
+        fmt = (TORCHSCRIPT if is_torchscript_archive(path) else EXPORTED if is_exported_archive(path)
+               else "rslib")
         if fmt == "rslib":
             _require_rslib_file(path)
     if fmt == "rslib":
@@ -526,7 +545,8 @@ def load_any_model(
 
 
 def _require_rslib_file(path: str | os.PathLike) -> None:
-    """Refuse, with the formats to name, a file that is neither an rslib model file nor a TorchScript archive."""
+    """Refuse, with the formats to name, a file that is not an rslib model file, a TorchScript or a
+    torch.export archive."""
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -539,6 +559,6 @@ def _require_rslib_file(path: str | os.PathLike) -> None:
             return
         found = f"a dict with keys {sorted(map(str, blob))[:6]}" if isinstance(blob, dict) else type(blob).__name__
     raise CheckpointError(
-        f"{path} is neither an rslib model file nor a TorchScript archive ({found}); name its format: "
+        f"{path} is not an rslib model file, a TorchScript or a torch.export archive ({found}); name its format: "
         f"{', '.join(REFERENCE_FORMATS)} (checkpoints of the reference repositories) or state_dict (a state dict, "
         f"with the function that builds its network)")

@@ -219,9 +219,9 @@ def test_a_file_of_unknown_kind_names_the_formats(digits, tmp_path, capsys):
     assert main(["certify", "digits", str(path), "0.25", str(tmp_path / "o.tsv"), "--data-dir", str(digits),
                  "--count", "2", "--n", "100"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"error: {path} is neither an rslib model file nor a TorchScript archive (a dict with keys ['epoch', "
-        f"'state_dict']); name its format: cohen, consistency, macer, smoothadv, smoothmix (checkpoints of the "
-        f"reference repositories) or state_dict (a state dict, with the function that builds its network)")
+        f"error: {path} is not an rslib model file, a TorchScript or a torch.export archive (a dict with keys "
+        f"['epoch', 'state_dict']); name its format: cohen, consistency, macer, smoothadv, smoothmix (checkpoints of "
+        f"the reference repositories) or state_dict (a state dict, with the function that builds its network)")
 
 
 def test_a_state_dict_with_its_builder_and_normalisation(digits, tmp_path, capsys):
@@ -261,6 +261,28 @@ def digits_test_images(digits: Path, count: int) -> tuple[np.ndarray, np.ndarray
     """The first ``count`` digits test images (uint8 N x 1 x 8 x 8) and labels."""
     split = load_split(digits / "digits" / "meta.json", "test")
     return split.images[:count].numpy(), split.labels[:count].numpy()
+
+
+def test_cli_certifies_a_torch_export_archive_recognised_by_its_contents(digits, tmp_path):
+    """A .pt2 file (torch.export.save of a network exported in eval mode with a dynamic batch) needs
+    no --format: its rows are Smooth.certify's on the same graph with the same noise seed."""
+    from rslib.models.checkpoint import load_exported
+
+    net = train_on_digits(DigitsMLP(), load_split(digits / "digits" / "meta.json", "train")).eval()
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(net, (torch.rand(2, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), str(path))
+    out = tmp_path / "out.tsv"
+    assert main(["certify", "digits", str(path), str(SIGMA), str(out), "--count", "6", "--n", "2000", "--batch", "700",
+                 "--data-dir", str(digits), "--device", "cpu"]) == 0
+    test_set = load_split(digits / "digits" / "meta.json", "test")
+    smooth = Smooth(load_exported(path), 10, SIGMA, noise_seed=0, device="cpu")
+    expected = []
+    for i in range(6):
+        x, label = test_set[i]
+        prediction, radius = smooth.certify(x, 100, 2000, 0.001, 700, index=i)
+        expected.append([str(i), str(label), str(prediction), repr(radius), str(int(prediction == label))])
+    assert rows_without_time(out) == expected
 
 
 def smooth_rows(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, n: int) -> list[list[str]]:

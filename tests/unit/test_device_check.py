@@ -11,7 +11,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 CHECKS = ["train_steps", "sigterm_resume", "prototype_models", "certify_fp32_bf16", "stored_vs_direct",
-          "certify_adaptive", "checkpoint_to_cpu", "torchscript_model", "oom_backoff", "certify_speed", "train_speed"]
+          "certify_adaptive", "checkpoint_to_cpu", "torchscript_model", "exported_model",
+          "oom_backoff", "certify_speed", "train_speed"]
 
 
 def test_device_check_smoke_runs_every_check_and_writes_its_table(tmp_path):
@@ -32,6 +33,7 @@ def test_device_check_smoke_runs_every_check_and_writes_its_table(tmp_path):
     assert figures["stored_vs_direct"]["mismatches"] == []
     assert figures["oom_backoff"]["final_batch"] == 100 and len(figures["oom_backoff"]["log"]) == 2  # 400 -> 200 -> 100
     assert figures["torchscript_model"]["model_file_equals_imported"] is True
+    assert figures["exported_model"]["model_file_equals_imported"] is True
     assert {"forward fp32", "reference (Cohen) fp32", "rslib fp32"} <= set(figures["certify_speed"]["samples_per_s"])
     assert figures["train_speed"]["trainings"] == 33  # CIFAR-10's part of the grid at the smoke size
     assert [t["row"] for t in figures["train_speed"]["table2"]] == ["SmoothAdv", "AdvMacer"] * 3 + ["MACER"] * 3

@@ -290,6 +290,40 @@ def test_a_torchscript_network_is_stored_whole_and_loaded_only_with_allow_code(t
         save_model(tmp_path / "eager.pt", with_input_layer(net, (0.3,), (0.4,)), _mlp_spec("torchscript"))
 
 
+def test_an_exported_network_is_stored_whole_and_loaded_only_with_allow_code(tmp_path):
+    """arch "exported": the torch.export archive's bytes, unchanged, are the uint8 tensor "exported"
+    (read weights-only); load_model rebuilds Sequential(InputNormalization, ExportedNetwork) with
+    allow_code=True, in eval mode as far as the wrapper goes (torch refuses eval() on the graph)."""
+    import io
+
+    from foreign_models import DigitsMLP
+
+    from rslib.models.architectures import with_input_layer
+    from rslib.models.checkpoint import ExportedNetwork, load_exported
+
+    torch.manual_seed(1)
+    net = DigitsMLP(hidden=16).eval()
+    archive = io.BytesIO()
+    torch.export.save(torch.export.export(net, (torch.rand(2, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), archive)
+    model = with_input_layer(load_exported(archive.getvalue(), "the test's archive"), (0.3,), (0.4,))
+    path = tmp_path / "m.pt"
+    save_model(path, model, _mlp_spec("exported"), {"imported": {"format": "exported"}})
+    blob = read_checkpoint(path)  # weights-only
+    assert blob["state_dict"] == {} and blob["exported"].numpy().tobytes() == archive.getvalue()
+    with pytest.raises(CheckpointError, match=r"holds its network as a torch\.export archive, whose graph torch "
+                                              r"rebuilds and runs when it loads it; load it only if you trust"):
+        load_model(path)
+    loaded, spec, _ = load_model(path, dataset="digits", sigma=0.25, allow_code=True)
+    assert spec.arch == "exported" and isinstance(loaded[1], ExportedNetwork) and not loaded.training
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net((x - 0.3) / 0.4), rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="arch 'exported' needs an ExportedNetwork"):
+        save_model(tmp_path / "eager.pt", with_input_layer(net, (0.3,), (0.4,)), _mlp_spec("exported"))
+    assert not (tmp_path / "eager.pt").exists()
+
+
 def test_a_builder_network_is_rebuilt_by_importing_its_function(tmp_path):
     from foreign_models import DigitsMLP
 

@@ -153,9 +153,12 @@ def _released(**entry):
     (_released(format="torchscript", builder="a.b:c"),
      "methods.macer.digits.released.0.25: builder applies to format state_dict only (a TorchScript archive holds "
      "its network)"),
+    (_released(format="exported", builder="a.b:c"),
+     "methods.macer.digits.released.0.25: builder applies to format state_dict only (a torch.export archive holds "
+     "its network)"),
     (_released(format="cohen", mean=[0.5], std=[0.5]),
-     "methods.macer.digits.released.0.25: mean/std apply to formats torchscript and state_dict; format cohen takes "
-     "input_layer (normalize, center, none)"),
+     "methods.macer.digits.released.0.25: mean/std apply to formats torchscript, exported and state_dict; format "
+     "cohen takes input_layer (normalize, center, none)"),
     (_released(format="torchscript", mean=[0.5]),
      "methods.macer.digits.released.0.25: give both mean and std (the input normalisation (x - mean) / std)"),
     (_released(format="torchscript", mean=[0.5], std=[0.5], input_layer="none"),
@@ -181,6 +184,7 @@ def test_what_the_import_of_each_released_format_gets(tmp_path, monkeypatch):
         ({"format": "smoothadv", "input_layer": "center"}, "small_cnn", "center"),
         ({"format": "torchscript"}, None, None),
         ({"format": "torchscript", "input_layer": "normalize"}, None, "normalize"),
+        ({"format": "exported", "mean": [0.5], "std": [0.25]}, None, {"mean": [0.5], "std": [0.25]}),
         ({"format": "state_dict", "builder": "pkg.nets:wide", "mean": [0.5], "std": [0.25]}, "pkg.nets:wide",
          {"mean": [0.5], "std": [0.25]}),
     ]

@@ -470,20 +470,95 @@ def test_a_torchscript_release_is_imported_checked_and_recorded(tmp_path, digits
         import_released(wrong_sigma, "torchscript", tmp_path / "x.pt", check=check, **_generic_slot())
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 5))), str(p)),
-     "{path}: expected 10 classes (digits), found 5"),
-    (lambda p: torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(192, 10))), str(p)),
+def export_to(path, net: nn.Module, batch=None, example_batch: int = 2) -> None:
+    """``torch.export.save`` of ``net`` exported on digits-shaped inputs; ``batch``: the batch
+    dimension's Dim (None: a fixed batch of ``example_batch``)."""
+    dynamic = ({0: batch},) if batch is not None else None
+    program = torch.export.export(net, (torch.rand(example_batch, 1, 8, 8),), dynamic_shapes=dynamic)
+    torch.export.save(program, str(path))
+
+
+def test_an_exported_release_is_imported_checked_and_recorded(tmp_path, digits_check, digits_mlp_net):
+    """format exported (a torch.export archive, .pt2): imported like TorchScript, recognised by its
+    contents, stored whole in the model file, which loads (allow_code) and computes the exported
+    network's logits on batches of any size."""
+    from rslib.models.checkpoint import ExportedNetwork
+    from rslib.models.released import load_any_model
+    from rslib.runtime.io import file_digest
+
+    check, _ = digits_check
+    path = release_path(tmp_path, "mine", "noise_0.25", "mlp.pt2")
+    export_to(path, digits_mlp_net.eval(), torch.export.Dim("batch"))
+    out = tmp_path / "out" / "model.pt"
+    record = import_released(path, "exported", out, check=check, **_generic_slot())
+    assert record["format"] == "exported" and record["sha256"] == file_digest(path, "sha256")
+    assert record["input_layer"] == "none" and record["plausibility"]["passed"]
+    model, spec, extra = load_model(out, dataset="digits", sigma=0.25, allow_code=True)
+    assert spec.arch == "exported" and extra["imported"] == json.loads(json.dumps(record))
+    assert isinstance(model[1], ExportedNetwork) and model[1].archive == path.read_bytes()
+    with pytest.raises(CheckpointError, match="holds its network as a torch.export archive"):
+        load_model(out, dataset="digits", sigma=0.25)
+    found, found_spec, _ = load_any_model(path, dataset="digits", sigma=0.25)  # no format named: its contents say
+    assert found_spec.arch == "exported"
+    with torch.no_grad():
+        for size in (1, 7, 300):
+            x = torch.rand(size, 1, 8, 8)
+            torch.testing.assert_close(model(x), digits_mlp_net(x), rtol=1e-5, atol=1e-5)
+            assert torch.equal(found(x), model(x))
+
+
+class _BatchNormMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _linear(classes: int = 10, inputs: int = 64) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(inputs, classes)).eval()
+
+
+def _scripted(net: nn.Module):
+    return lambda path: torch.jit.save(torch.jit.script(net), str(path))
+
+
+def _exported(net: nn.Module, batch=torch.export.Dim("batch"), example_batch: int = 2):
+    return lambda path: export_to(path, net, batch, example_batch)
+
+
+def _not_an_archive(path) -> None:
+    torch.save({"w": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("fmt, make, message", [
+    ("torchscript", _scripted(_linear(classes=5)), "{path}: expected 10 classes (digits), found 5"),
+    ("torchscript", _scripted(_linear(inputs=192)),
      "{path}: the network fails on a batch of digits images of shape (2, 1, 8, 8): "),
-    (lambda p: torch.save({"w": torch.zeros(3)}, p),
+    ("torchscript", _not_an_archive,
      "{path} is not a TorchScript archive that torch.jit.load reads: PytorchStreamReader failed locating file "
      "constants.pkl: file not found"),
+    ("exported", _exported(_linear(), batch=None),
+     "{path}: the program was exported for batches of exactly 2 images, but certification feeds batches of any "
+     "size: export it with torch.export.export(net.eval(), (x,), dynamic_shapes=({{0: torch.export.Dim('batch')}},))"),
+    ("exported", _exported(_linear(), batch=torch.export.Dim("batch", max=512)),
+     "{path}: the program was exported for batches of at most 512 images, but certification feeds batches as large "
+     "as its batch size (--batch, certify.batch_size): "),
+    ("exported", _exported(_BatchNormMLP().train(), example_batch=4),
+     "{path}: the exported network's logits for an image depend on the rest of its batch or change between calls, "
+     "as in training mode (batch norm on batch statistics, dropout); an exported graph keeps the mode it was "
+     "exported in: "),
+    ("exported", _exported(_linear(classes=5)), "{path}: expected 10 classes (digits), found 5"),
+    ("exported", _not_an_archive, "{path} is not a torch.export archive that torch.export.load reads: "),
 ])
-def test_a_torchscript_file_that_does_not_fit_the_dataset_is_refused(tmp_path, make, message):
-    path = tmp_path / "net.ts"
+def test_an_archive_that_does_not_fit_the_dataset_or_cannot_run_is_refused(tmp_path, fmt, make, message):
+    """TorchScript and torch.export archives: the class count and the forward pass on the dataset's
+    shape; an exported program also needs a dynamic, unbounded batch and eval-mode behaviour."""
+    path = tmp_path / "net"
     make(path)
     with pytest.raises(CheckpointError) as info:
-        import_released(path, "torchscript", tmp_path / "out.pt", check=None, **_generic_slot())
+        import_released(path, fmt, tmp_path / "out.pt", check=None, **_generic_slot())
     assert str(info.value).startswith(message.format(path=path)) and "\n" not in str(info.value)
     assert not (tmp_path / "out.pt").exists()
 

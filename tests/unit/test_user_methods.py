@@ -155,9 +155,11 @@ def user_config(**entry) -> dict:
 
 @pytest.fixture
 def module_here(tmp_path, monkeypatch, isolated_path):
-    """tests/workflow/user_method.py in the working directory, as the workflow test runs it."""
+    """tests/workflow/user_method.py in the working directory, as the workflow test runs it, imported
+    afresh from there (not the copy an earlier test imported from its own directory)."""
     (tmp_path / "user_method.py").write_text(USER_METHOD)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "user_method", raising=False)
 
 
 def plan_of(config: dict) -> Plan:

@@ -257,11 +257,34 @@ def test_inconsistent_released_configuration_is_refused(tmp_path, change, messag
     assert message in result.stdout + result.stderr
 
 
-def test_a_torchscript_model_of_another_architecture_fills_a_slot(tmp_path):
-    """A TorchScript network of an architecture rslib does not define (an MLP) in a `released:`
-    slot: imported through the plausibility check (it is trained: it passes), recorded with the
-    archive's SHA-256, and certified by the workflow as Smooth.certify certifies the scripted
-    network with the run's noise seed, row for row."""
+def _save_torchscript(net, path):
+    torch.jit.save(torch.jit.script(net), str(path))
+
+
+def _save_exported(net, path):
+    program = torch.export.export(net.eval(), (torch.rand(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(program, str(path))
+
+
+def _load_torchscript(path):
+    return torch.jit.load(str(path))
+
+
+def _load_exported(path):
+    from rslib.models.checkpoint import load_exported
+
+    return load_exported(path)
+
+
+@pytest.mark.parametrize("fmt, name, save, load", [
+    ("torchscript", "mlp.ts", _save_torchscript, _load_torchscript),
+    ("exported", "mlp.pt2", _save_exported, _load_exported),
+])
+def test_a_network_of_another_architecture_fills_a_slot(tmp_path, fmt, name, save, load):
+    """A TorchScript or torch.export network of an architecture rslib does not define (an MLP) in
+    a `released:` slot: imported through the plausibility check (it is trained: it passes),
+    recorded with the archive's SHA-256, and certified by the workflow as Smooth.certify
+    certifies the archive's network with the run's noise seed, row for row."""
     from foreign_models import DigitsMLP, train_on_digits
 
     from rslib.certification.smooth import Smooth
@@ -270,13 +293,13 @@ def test_a_torchscript_model_of_another_architecture_fills_a_slot(tmp_path):
     from rslib.runtime.io import file_digest
 
     meta = prepare_dataset("digits", tmp_path / "own_data")
-    archive = tmp_path / "mine" / "mlp.ts"
+    archive = tmp_path / "mine" / name
     archive.parent.mkdir()
-    torch.jit.save(torch.jit.script(train_on_digits(DigitsMLP(), load_split(meta, "train"))), str(archive))
+    save(train_on_digits(DigitsMLP(), load_split(meta, "train")), archive)
     config, _ = released_config(tmp_path)
     settings = yaml.safe_load(config.read_text())
     settings["methods"]["gaussian"] = {"digits": {"seeds": [0], "released": {
-        "0.25": {"format": "torchscript", "files": [str(archive)]}}}}
+        "0.25": {"format": fmt, "files": [str(archive)]}}}}
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     target = "results/certify/digits/gaussian/sigma0.25/seed0/certify.tsv"
     result = snakemake(tmp_path, "--cores", "1", target, config=config)
@@ -287,9 +310,9 @@ def test_a_torchscript_model_of_another_architecture_fills_a_slot(tmp_path):
 
     record = json.loads((tmp_path / "results/certify/digits/gaussian/sigma0.25/seed0/certify.json").read_text())
     imported = record["model"]["imported"]
-    assert imported["format"] == "torchscript" and imported["sha256"] == file_digest(archive, "sha256")
+    assert imported["format"] == fmt and imported["sha256"] == file_digest(archive, "sha256")
     assert imported["input_layer"] == "none" and imported["plausibility"]["passed"]
-    smooth = Smooth(torch.jit.load(str(archive)), 10, 0.25, noise_seed=0, device="cpu")
+    smooth = Smooth(load(archive), 10, 0.25, noise_seed=0, device="cpu")
     test_set = load_split(meta, "test")
     certified = read_certificates(tmp_path / target)
     assert certified["idx"].tolist() == list(range(10))
