@@ -155,11 +155,9 @@ def user_config(**entry) -> dict:
 
 @pytest.fixture
 def module_here(tmp_path, monkeypatch, isolated_path):
-    """tests/workflow/user_method.py in the working directory, as the workflow test runs it, imported
-    afresh from there (not the copy an earlier test imported from its own directory)."""
+    """tests/workflow/user_method.py in the working directory, as the workflow test runs it."""
     (tmp_path / "user_method.py").write_text(USER_METHOD)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delitem(sys.modules, "user_method", raising=False)
 
 
 def plan_of(config: dict) -> Plan:
@@ -193,23 +191,31 @@ def test_the_users_rows_follow_the_papers_in_single_model_artefacts(module_here)
     assert all(Source(**source_params(s)) == s for s in relabelled.artefact_sources("table1"))
 
 
-def test_editing_the_users_module_changes_only_its_training_jobs_version(module_here, tmp_path):
+def test_editing_the_users_module_changes_only_its_training_jobs_version(tmp_path, monkeypatch, isolated_path):
     """The train rule's ``version`` param: the paper's methods keep the bare stage version (their
     jobs' params are unchanged), a method of the user's own adds the SHA-256 of its file, so that
-    Snakemake reruns its training (params changed) after the file is edited."""
+    Snakemake reruns its training (params changed) after the file is edited. (A module name of
+    its own: under pytest, tests/workflow/ and its user_method.py are on the import path.)"""
     import hashlib
 
     from rslib.runtime.versions import STAGE_VERSIONS
 
-    plan = plan_of(user_config())
+    source = tmp_path / "um_version.py"
+    source.write_text(USER_METHOD)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "um_version", raising=False)
+    plan = plan_of(user_config(module="um_version"))
     digest = hashlib.sha256(USER_METHOD.encode()).hexdigest()
     assert plan.user_methods["gaussian_ls"].source_sha256 == digest
     assert plan.train_version("macer") == STAGE_VERSIONS["train"]
     assert plan.train_version("gaussian_ls") == f"{STAGE_VERSIONS['train']}+{digest[:16]}"
-    (tmp_path / "user_method.py").write_text(USER_METHOD + "\n# the loss, edited\n")
-    edited = plan_of(user_config())
+    source.write_text(USER_METHOD + "\n# the loss, edited\n")
+    edited = plan_of(user_config(module="um_version"))
     assert edited.train_version("macer") == STAGE_VERSIONS["train"]
-    assert edited.train_version("gaussian_ls") not in (plan.train_version("gaussian_ls"), STAGE_VERSIONS["train"])
+    edited_digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert edited.train_version("gaussian_ls") == f"{STAGE_VERSIONS['train']}+{edited_digest[:16]}" != \
+        plan.train_version("gaussian_ls")
+    sys.modules.pop("um_version", None)
 
 
 @pytest.mark.parametrize("change, message", [
