@@ -274,7 +274,11 @@ def _check_batch_dimension(program: Any, where: str) -> tuple[int, ...] | None:
         raise CheckpointError(f"{where}: the exported program takes {len(inputs)} inputs; a classifier takes one "
                               f"batch of images: {EXPORT_HINT}")
     value = inputs[0].meta.get("val")
-    batch = value.shape[0] if value is not None and value.dim() > 0 else None
+    if not isinstance(value, torch.Tensor) or value.dim() < 2:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else "not recorded"
+        raise CheckpointError(f"{where}: the exported program's input is not a batch of images (its shape: {shape}): "
+                              f"{EXPORT_HINT}")
+    batch = value.shape[0]
     if not isinstance(batch, torch.SymInt):
         raise CheckpointError(f"{where}: the program was exported for batches of exactly {batch} images, but "
                               f"certification feeds batches of any size: {EXPORT_HINT}")
