@@ -100,6 +100,20 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
+def pickled_tar_gz(folder: str, members: list[tuple[str, object]]) -> tuple[bytes, dict[str, str]]:
+    """A .tar.gz of ``members`` pickled (protocol 2, as the CIFAR releases) under ``folder/``, and
+    each member's md5."""
+    checksums, buf = {}, io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in members:
+            payload = pickle.dumps(content, protocol=2)
+            checksums[name] = md5(payload)
+            info = tarfile.TarInfo(f"{folder}/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue(), checksums
+
+
 # ---------------------------------------------------------------------------
 # Fabricated CIFAR-10 archive
 # ---------------------------------------------------------------------------
@@ -127,16 +141,8 @@ def make_cifar_archive() -> tuple[bytes, list[dict], dict, dict[str, str]]:
     test = _cifar_batch(rng, CIFAR_TEST)
     members = [(f"data_batch_{i + 1}", b) for i, b in enumerate(train)]
     members += [("test_batch", test), ("batches.meta", {"label_names": [f"class{k}" for k in range(10)]})]
-    checksums = {}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, batch in members:
-            payload = pickle.dumps(batch, protocol=2)
-            checksums[name] = md5(payload)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue(), train, test, checksums
+    archive, checksums = pickled_tar_gz("cifar-10-batches-py", members)
+    return archive, train, test, checksums
 
 
 @pytest.fixture(scope="module")
@@ -426,15 +432,8 @@ def make_cifar100_archive() -> tuple[bytes, dict, dict, dict[str, str]]:
 
     train, test = split(7), split(3)
     meta = {"fine_label_names": [f"fine{k}" for k in range(100)], "coarse_label_names": [f"c{k}" for k in range(20)]}
-    checksums, buf = {}, io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, content in (("train", train), ("test", test), ("meta", meta)):
-            payload = pickle.dumps(content, protocol=2)
-            checksums[name] = md5(payload)
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buf.getvalue(), train, test, checksums
+    archive, checksums = pickled_tar_gz("cifar-100-python", [("train", train), ("test", test), ("meta", meta)])
+    return archive, train, test, checksums
 
 
 @pytest.fixture

@@ -108,6 +108,35 @@ def test_wildcard_constraints_are_the_configured_values():
     assert constraints["fit"] == "optimal|sween"
 
 
+def _released(**entry):
+    """Fill the MACER slot of paper_tiny with a released entry."""
+    return lambda c: c["methods"]["macer"]["digits"].update(released={"0.25": {"files": ["a"]} | entry})
+
+
+#: inconsistent keys of a released-network entry (format, builder, mean/std, input_layer)
+RELEASED_ENTRY_ERRORS = [
+    (_released(format="state_dict"),
+     'methods.macer.digits.released.0.25: format state_dict needs builder: "package.module:function", the function '
+     "that returns the network its weights fit"),
+    (_released(format="macer", builder="a.b:c"),
+     "methods.macer.digits.released.0.25: builder applies to format state_dict only (format macer reads its "
+     "architecture from the file)"),
+    (_released(format="torchscript", builder="a.b:c"),
+     "methods.macer.digits.released.0.25: builder applies to format state_dict only (a TorchScript archive holds "
+     "its network)"),
+    (_released(format="exported", builder="a.b:c"),
+     "methods.macer.digits.released.0.25: builder applies to format state_dict only (a torch.export archive holds "
+     "its network)"),
+    (_released(format="cohen", mean=[0.5], std=[0.5]),
+     "methods.macer.digits.released.0.25: mean/std apply to formats torchscript, exported and state_dict; format "
+     "cohen takes input_layer (normalize, center, none)"),
+    (_released(format="torchscript", mean=[0.5]),
+     "methods.macer.digits.released.0.25: give both mean and std (the input normalisation (x - mean) / std)"),
+    (_released(format="torchscript", mean=[0.5], std=[0.5], input_layer="none"),
+     "methods.macer.digits.released.0.25: give input_layer or mean/std, not both"),
+]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["ensembles"]["build"][0].update(members=["advmacer:3"]),
      "ensembles.build[0], digits sigma 0.25: ensemble 'advmacer:3' needs 3 advmacer models but only seeds [0, 1] "
@@ -129,42 +158,9 @@ def test_wildcard_constraints_are_the_configured_values():
      "methods.macer.digits.by_sigma.0.25: lbd: 'two' is not of type 'number'"),
     (lambda c: c["methods"]["macer"]["digits"]["hparams"].update(gama=8.0),
      "methods.macer.digits.hparams: macer does not read hyper-parameter 'gama'; did you mean 'gamma'?"),
+    *RELEASED_ENTRY_ERRORS,
 ])
 def test_each_inconsistency_is_one_config_error_naming_the_key(change, message):
-    config = copy.deepcopy(load("tests/configs/paper_tiny.yaml"))
-    change(config)
-    with pytest.raises(ConfigError) as info:
-        plan_of(config)
-    assert str(info.value) == message
-
-
-def _released(**entry):
-    """Fill the MACER slot of paper_tiny with a released entry."""
-    return lambda c: c["methods"]["macer"]["digits"].update(released={"0.25": {"files": ["a"]} | entry})
-
-
-@pytest.mark.parametrize("change, message", [
-    (_released(format="state_dict"),
-     'methods.macer.digits.released.0.25: format state_dict needs builder: "package.module:function", the function '
-     "that returns the network its weights fit"),
-    (_released(format="macer", builder="a.b:c"),
-     "methods.macer.digits.released.0.25: builder applies to format state_dict only (format macer reads its "
-     "architecture from the file)"),
-    (_released(format="torchscript", builder="a.b:c"),
-     "methods.macer.digits.released.0.25: builder applies to format state_dict only (a TorchScript archive holds "
-     "its network)"),
-    (_released(format="exported", builder="a.b:c"),
-     "methods.macer.digits.released.0.25: builder applies to format state_dict only (a torch.export archive holds "
-     "its network)"),
-    (_released(format="cohen", mean=[0.5], std=[0.5]),
-     "methods.macer.digits.released.0.25: mean/std apply to formats torchscript, exported and state_dict; format "
-     "cohen takes input_layer (normalize, center, none)"),
-    (_released(format="torchscript", mean=[0.5]),
-     "methods.macer.digits.released.0.25: give both mean and std (the input normalisation (x - mean) / std)"),
-    (_released(format="torchscript", mean=[0.5], std=[0.5], input_layer="none"),
-     "methods.macer.digits.released.0.25: give input_layer or mean/std, not both"),
-])
-def test_inconsistent_released_network_keys_are_one_config_error(change, message):
     config = copy.deepcopy(load("tests/configs/paper_tiny.yaml"))
     change(config)
     with pytest.raises(ConfigError) as info:
